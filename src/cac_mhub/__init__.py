@@ -1,0 +1,3 @@
+"""cac-mhub: DICOM-native coronary artery calcium scoring from chest CT."""
+
+__version__ = "0.1.0"

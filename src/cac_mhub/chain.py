@@ -1,0 +1,209 @@
+"""The chain: modules with declared, typed options; one instance per series; errors isolated.
+
+A module is a small class. It declares its options (name -> :class:`Option`) and implements
+``run(instance, ctx)``. A *source* module (``source = True``, e.g. DicomImporter) instead
+implements ``create_instances(ctx)`` and runs once. A module may implement ``finish(instances,
+ctx)`` for work over the whole cohort (ReportExporter writes the cohort files there).
+
+Instances go through the per-instance modules one at a time (series-major), so at most one
+decoded volume is in memory. A module raising :class:`SkipInstance` marks the instance skipped,
+any other exception marks it failed; either way the reason is logged in one line, the remaining
+per-instance modules (except those with ``always_run = True``, such as the report) are
+skipped for it, and the chain goes on with the next instance.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Iterable
+
+from .types import Labels, Series, Volume
+
+log = logging.getLogger("cac_mhub")
+
+#: Module name -> "python.module:ClassName". Imported lazily so that validating a config
+#: never imports torch.
+REGISTRY: dict[str, str] = {
+    "DicomImporter": "cac_mhub.modules.dicom_importer:DicomImporter",
+    "NiftiConverter": "cac_mhub.modules.nifti_converter:NiftiConverter",
+    "ReportExporter": "cac_mhub.modules.report_exporter:ReportExporter",
+    "AgatstonCalculator": "cac_mhub.modules.agatston_calculator:AgatstonCalculator",
+    "DsegConverter": "cac_mhub.modules.dseg_converter:DsegConverter",
+    "SrExporter": "cac_mhub.modules.sr_exporter:SrExporter",
+    "NnunetCacRunner": "cac_mhub.modules.nnunet_cac_runner:NnunetCacRunner",
+    "SegmentationImporter": "cac_mhub.modules.segmentation_importer:SegmentationImporter",
+}
+
+
+class ChainError(Exception):
+    """A configuration or setup problem found before any work starts."""
+
+
+class SkipInstance(Exception):
+    """Raised by a module when a series is not usable; the message is the one-line reason."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """A typed module option. ``type`` is checked on the value after YAML parsing."""
+
+    type: type | tuple[type, ...]
+    default: Any
+    doc: str
+    choices: tuple[Any, ...] | None = None
+
+    def check(self, module: str, name: str, value: Any) -> Any:
+        expected = self.type if isinstance(self.type, tuple) else (self.type,)
+        if float in expected and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        ok = isinstance(value, expected) and not (isinstance(value, bool) and bool not in expected)
+        if value is None and type(None) in expected:
+            ok = True
+        if not ok:
+            names = "/".join(t.__name__ for t in expected)
+            raise ChainError(f"{module}.{name}: expected {names}, got {type(value).__name__} {value!r}")
+        if self.choices is not None and value not in self.choices:
+            raise ChainError(f"{module}.{name}: {value!r} is not one of {list(self.choices)}")
+        return value
+
+
+@dataclass
+class Instance:
+    """One series travelling through the chain, and everything the modules learnt about it."""
+
+    key: str
+    """Folder name under the output directory (a sanitised SeriesInstanceUID)."""
+    series: Series | None = None
+    volume: Volume | None = None
+    labels: Labels | None = None
+    scores: Any = None
+    """Result of the scoring module (an object with ``to_dict()``)."""
+    status: str = "ok"
+    """ok (still going / finished), skipped, failed."""
+    reason: str = ""
+    warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
+    """Output kind -> path relative to the output directory."""
+    report: dict[str, Any] = field(default_factory=dict)
+    """Extra report fields contributed by modules (geometry, acquisition, model, ...)."""
+
+    @property
+    def alive(self) -> bool:
+        return self.status == "ok"
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        log.warning("%s: %s", self.key, message)
+
+    def release_arrays(self) -> None:
+        """Drop the big arrays once the instance is done, keeping its report data."""
+        self.volume = None
+        self.labels = None
+        if self.series is not None:
+            self.series.headers = self.series.headers[:1]
+
+
+@dataclass
+class Context:
+    """What every module can see: paths, the validated config, data shared across instances."""
+
+    input_dir: Path
+    output_dir: Path
+    config: dict[str, Any]
+    config_hash: str = ""
+    shared: dict[str, Any] = field(default_factory=dict)
+    """Cross-instance data, e.g. ``shared['catalog']``: every series the importer found."""
+
+
+class Module:
+    """Base class of chain modules. Subclasses set ``options`` and implement ``run``."""
+
+    options: ClassVar[dict[str, Option]] = {}
+    source: ClassVar[bool] = False
+    always_run: ClassVar[bool] = False
+
+    def __init__(self, **options: Any) -> None:
+        self.opts: dict[str, Any] = options
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def setup(self, ctx: Context) -> None:
+        """Called once before any instance; raise :class:`ChainError` for bad setup."""
+
+    def create_instances(self, ctx: Context) -> list[Instance]:
+        raise NotImplementedError
+
+    def run(self, instance: Instance, ctx: Context) -> None:
+        raise NotImplementedError
+
+    def finish(self, instances: list[Instance], ctx: Context) -> None:
+        """Called once after all instances."""
+
+
+def module_class(name: str) -> type[Module]:
+    """Import and return the module class registered under ``name``."""
+    try:
+        target = REGISTRY[name]
+    except KeyError:
+        raise ChainError(f"unknown module {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
+    path, _, cls = target.partition(":")
+    return getattr(importlib.import_module(path), cls)
+
+
+def build_modules(execute: list[dict[str, Any]]) -> list[Module]:
+    """Instantiate the modules of a validated ``execute`` list (see :mod:`cac_mhub.config`)."""
+    return [module_class(entry["module"])(**entry["options"]) for entry in execute]
+
+
+def _timed(instance: Instance, module: Module, fn: Any, *args: Any) -> None:
+    start = time.perf_counter()
+    try:
+        fn(*args)
+    except SkipInstance as why:
+        instance.status, instance.reason = "skipped", f"{module.name}: {why}"
+        log.warning("%s skipped: %s", instance.key, instance.reason)
+    except Exception as error:  # noqa: BLE001 - isolate every failure to its instance
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        instance.status, instance.reason = "failed", f"{module.name}: {type(error).__name__}: {reason}"
+        log.error("%s failed: %s", instance.key, instance.reason)
+        log.debug("traceback", exc_info=True)
+    finally:
+        key = module.name
+        while key in instance.timings:
+            key += "+"
+        instance.timings[key] = round(time.perf_counter() - start, 4)
+
+
+def run_chain(
+    modules: list[Module], ctx: Context, progress: bool = False
+) -> list[Instance]:
+    """Run the modules over the input and return every instance with its status."""
+    if not modules or not modules[0].source:
+        raise ChainError("the first module in execute must be a source (e.g. DicomImporter)")
+    for module in modules:
+        module.setup(ctx)
+    instances = modules[0].create_instances(ctx)
+    per_instance = [m for m in modules[1:] if not m.source]
+    for instance in _progress(instances, progress):
+        for module in per_instance:
+            if instance.alive or module.always_run:
+                _timed(instance, module, module.run, instance, ctx)
+        instance.release_arrays()
+    for module in modules:
+        module.finish(instances, ctx)
+    return instances
+
+
+def _progress(instances: list[Instance], enabled: bool) -> Iterable[Instance]:
+    if not enabled:
+        return instances
+    from tqdm import tqdm
+
+    return tqdm(instances, desc="series", unit="series")

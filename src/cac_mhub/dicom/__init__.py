@@ -1,0 +1,1 @@
+"""Pure DICOM code: scanning and series selection, volume assembly and geometry, SEG/SR building."""

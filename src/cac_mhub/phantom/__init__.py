@@ -1,0 +1,1 @@
+"""Synthetic CT generators with exact ground truth."""

@@ -1,0 +1,1 @@
+"""nnU-Net v2 runner internals, model cards and checksums."""
