@@ -1,0 +1,32 @@
+# Two commands do everything on a fresh machine:
+#   make run INPUT=<dicom folder> OUTPUT=<folder>   # the main job, default workflow
+#   make test                                        # the test suite
+# Both create the virtual environment (.venv) on first use.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INPUT ?= /app/data/input_data
+OUTPUT ?= /app/data/output_data
+WORKFLOW ?= default
+ARGS ?=
+
+.PHONY: venv run test bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip==25.2
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+run: venv
+	$(BIN)/cac-mhub run --input "$(INPUT)" --output "$(OUTPUT)" --workflow $(WORKFLOW) $(ARGS)
+
+test: venv
+	$(BIN)/python -m pytest -q $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis
