@@ -1,0 +1,146 @@
+"""MHub-style YAML configuration: ``general`` / ``execute`` / ``modules``, validated before any work.
+
+Precedence (lowest first): a module's declared defaults, its ``modules:`` section, the options
+written in its ``execute`` entry, then ``--set`` overrides from the command line. An ``execute``
+entry is a module name or ``{module: Name, option: value, ...}``; a module may appear twice
+(each entry gets its own options). Unknown modules, unknown options and values of the wrong
+type are errors that name them.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .chain import ChainError, module_class
+from .paths import config_dir
+
+GENERAL_KEYS = {"name", "version", "description", "data_base_dir", "log_level"}
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ChainError(f"config file not found: {path}") from None
+    except yaml.YAMLError as error:
+        raise ChainError(f"config {path} is not valid YAML: {str(error).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ChainError(f"config {path} must be a mapping with general/execute/modules")
+    return data
+
+
+def workflow_path(name: str) -> Path:
+    """``config/<name>.yml`` of the installation (see :mod:`cac_mhub.paths`)."""
+    path = config_dir() / f"{name}.yml"
+    if not path.exists():
+        known = sorted(p.stem for p in config_dir().glob("*.yml"))
+        raise ChainError(f"unknown workflow {name!r}; known: {', '.join(known) or 'none'}")
+    return path
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``modules.DicomImporter.min_slices=20`` -> (["modules", "DicomImporter", "min_slices"], 20)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ChainError(f"override {text!r} must look like section.key=value")
+    return key.strip().split("."), yaml.safe_load(value) if value.strip() else ""
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply dotted ``key=value`` overrides to a raw config (YAML parses each value)."""
+    raw = copy.deepcopy(raw)
+    for text in overrides:
+        keys, value = parse_override(text)
+        node: Any = raw
+        for i, key in enumerate(keys[:-1]):
+            if isinstance(node, list):
+                index = int(key) if key.isdigit() else -1
+                if not 0 <= index < len(node):
+                    raise ChainError(f"override {text!r}: no execute entry {key!r}")
+                if isinstance(node[index], str):
+                    node[index] = {"module": node[index]}
+                node = node[index]
+            else:
+                node = node.setdefault(key, {} if not keys[i + 1].isdigit() else [])
+        if not isinstance(node, dict):
+            raise ChainError(f"override {text!r} does not address a mapping")
+        node[keys[-1]] = value
+    return raw
+
+
+def resolve(raw: dict[str, Any]) -> dict[str, Any]:
+    """Validate a raw config and return it with every module option filled in.
+
+    The result has ``general`` (dict), ``execute`` (list of ``{"module", "options"}``) and
+    ``modules`` (the raw per-module sections).
+    """
+    unknown = set(raw) - {"general", "execute", "modules"}
+    if unknown:
+        raise ChainError(f"unknown config section(s): {', '.join(sorted(unknown))}")
+    general = dict(raw.get("general") or {})
+    bad = set(general) - GENERAL_KEYS
+    if bad:
+        raise ChainError(f"general: unknown key(s) {', '.join(sorted(bad))}; known: {', '.join(sorted(GENERAL_KEYS))}")
+    level = str(general.setdefault("log_level", "info")).lower()
+    if level not in LOG_LEVELS:
+        raise ChainError(f"general.log_level: {level!r} is not one of {list(LOG_LEVELS)}")
+    general["log_level"] = level
+    sections = raw.get("modules") or {}
+    if not isinstance(sections, dict):
+        raise ChainError("modules: must be a mapping of module name -> options")
+    for name, section in sections.items():
+        cls = module_class(name)  # raises for an unknown module
+        _check_options(name, cls.options, section or {})
+    execute = raw.get("execute")
+    if not isinstance(execute, list) or not execute:
+        raise ChainError("execute: must be a non-empty list of modules")
+    resolved = []
+    for entry in execute:
+        if isinstance(entry, str):
+            name, inline = entry, {}
+        elif isinstance(entry, dict) and "module" in entry:
+            inline = {k: v for k, v in entry.items() if k != "module"}
+            name = entry["module"]
+        else:
+            raise ChainError(f"execute: entry {entry!r} must be a module name or {{module: Name, ...}}")
+        cls = module_class(str(name))
+        options = {key: opt.default for key, opt in cls.options.items()}
+        options.update(sections.get(name) or {})
+        options.update(inline)
+        resolved.append({"module": name, "options": _check_options(name, cls.options, options)})
+    return {"general": general, "execute": resolved, "modules": sections}
+
+
+def _check_options(module: str, declared: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(given, dict):
+        raise ChainError(f"{module}: options must be a mapping, got {type(given).__name__}")
+    checked = {}
+    for key, value in given.items():
+        if key not in declared:
+            known = ", ".join(sorted(declared)) or "none"
+            raise ChainError(f"{module}: unknown option {key!r}; known: {known}")
+        checked[key] = declared[key].check(module, key, copy.deepcopy(value))
+    return checked
+
+
+def config_hash(resolved: dict[str, Any]) -> str:
+    """sha256 of the resolved general + execute (canonical JSON): the same config, the same hash."""
+    body = {"general": resolved["general"], "execute": resolved["execute"]}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def load(config: Path | None = None, workflow: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Read a config file or named workflow (default ``default``), apply overrides, validate."""
+    if config is not None and workflow is not None:
+        raise ChainError("give either --config or --workflow, not both")
+    path = Path(config) if config is not None else workflow_path(workflow or "default")
+    resolved = resolve(apply_overrides(load_yaml(path), overrides or []))
+    resolved["source"] = str(path)
+    return resolved
