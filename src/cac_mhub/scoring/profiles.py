@@ -1,0 +1,146 @@
+"""Scoring profiles: every convention that changes a CAC score, named and reported.
+
+Two profiles exist:
+
+* ``standard`` (default): Agatston's method as clinical software applies it, with the
+  per-voxel 130 HU threshold inside the mask, a 1 mm^2 minimum lesion area and normalisation
+  to 3 mm by the slice *increment*.
+* ``deepcac``: the convention of the published DeepCAC code (AIM-Harvard, step 4), so that
+  results can be compared like with like: no per-voxel threshold inside the mask, components
+  of more than 3 pixels, pixel factor ``round(dx*dy*dz/3, 3)``, per-lesion and total scores
+  rounded to 3 decimals.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+#: Agatston's HU cut points: weight 1 from 130, 2 from 200, 3 from 300, 4 from 400 HU.
+AGATSTON_CUTS_HU: tuple[float, float, float, float] = (130.0, 200.0, 300.0, 400.0)
+
+#: Tube voltage (kVp) -> calcium threshold (HU) used when ``kvp_adjusted_threshold`` is on.
+#: 120 kVp is Agatston's reference; 100 kVp: 147 HU (Nakazato et al., J Cardiovasc Comput
+#: Tomogr 2009;3:394-400). Other voltages have no threshold here and fall back to 130 HU
+#: with a warning. The weight cut points are scaled by the same factor (threshold / 130).
+KVP_THRESHOLDS_HU: dict[int, float] = {120: 130.0, 100: 147.0}
+
+PROFILE_NAMES: tuple[str, ...] = ("standard", "deepcac")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything that decides how a label map and HU volume become a score."""
+
+    name: str
+    threshold_hu: float | None
+    """Per-voxel calcium threshold inside the mask; None = every mask voxel counts (deepcac)."""
+    weight_cuts_hu: tuple[float, float, float, float]
+    """Peak HU at which the weight becomes 1, 2, 3, 4. A peak below the first cut weighs 0."""
+    min_area_mm2: float | None
+    """Smallest lesion area kept (inclusive); ignored when ``min_area_pixels`` is set."""
+    min_area_pixels: int | None
+    """Smallest lesion pixel count kept (inclusive); overrides ``min_area_mm2``."""
+    normalise_to_mm: float
+    """Scores are multiplied by ``increment / normalise_to_mm`` (3 mm: Agatston's slices)."""
+    round_decimals: int | None = None
+    """DeepCAC rounds its pixel factor, each lesion score and the total to 3 decimals."""
+    kvp: float | None = None
+    kvp_adjusted: bool = False
+    connectivity: str = "2D 8-connected per axial slice"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["weight_cuts_hu"] = list(self.weight_cuts_hu)
+        return data
+
+
+def make_profile(
+    name: str = "standard",
+    *,
+    threshold_hu: float | None = None,
+    kvp: float | None = None,
+    kvp_adjusted_threshold: bool = False,
+    min_area_mm2: float | None = None,
+    min_area_pixels: int | None = None,
+    normalise_to_mm: float | None = None,
+) -> tuple[Profile, list[str]]:
+    """Build a profile from user options; returns it with warnings about ignored options.
+
+    ``None`` means "the profile's default". The ``deepcac`` profile is fixed by definition,
+    so options given for it are ignored (and a warning says so).
+    """
+    warnings: list[str] = []
+    if name == "deepcac":
+        given = {
+            "threshold_hu": threshold_hu,
+            "kvp_adjusted_threshold": kvp_adjusted_threshold or None,
+            "min_area_mm2": min_area_mm2,
+            "min_area_pixels": min_area_pixels,
+            "normalise_to_mm": normalise_to_mm,
+        }
+        ignored = sorted(k for k, v in given.items() if v is not None)
+        if ignored:
+            warnings.append(f"deepcac profile is fixed; ignored options: {', '.join(ignored)}")
+        profile = Profile(
+            name="deepcac",
+            threshold_hu=None,
+            weight_cuts_hu=AGATSTON_CUTS_HU,
+            min_area_mm2=None,
+            min_area_pixels=4,  # DeepCAC drops components with <= 3 pixels
+            normalise_to_mm=3.0,
+            round_decimals=3,
+            kvp=kvp,
+        )
+        return profile, warnings
+    if name != "standard":
+        raise ValueError(f"unknown scoring profile {name!r}; known: {', '.join(PROFILE_NAMES)}")
+
+    cuts = AGATSTON_CUTS_HU
+    threshold = 130.0 if threshold_hu is None else float(threshold_hu)
+    if kvp_adjusted_threshold:
+        kvp_threshold = _kvp_threshold(kvp)
+        if kvp_threshold is None:
+            warnings.append(
+                f"no kVp-adjusted threshold for kVp={kvp}; using {threshold:g} HU"
+            )
+        else:
+            if threshold_hu is not None and float(threshold_hu) != 130.0:
+                warnings.append(
+                    f"threshold_hu={threshold_hu:g} replaced by the kVp-adjusted {kvp_threshold:g} HU"
+                )
+            threshold = kvp_threshold
+            factor = kvp_threshold / AGATSTON_CUTS_HU[0]
+            cuts = tuple(c * factor for c in AGATSTON_CUTS_HU)  # type: ignore[assignment]
+    if not math.isfinite(threshold):
+        raise ValueError(f"threshold_hu must be finite, got {threshold_hu!r}")
+    if min_area_pixels is not None and int(min_area_pixels) < 1:
+        raise ValueError(f"min_area_pixels must be >= 1, got {min_area_pixels}")
+    area = 1.0 if min_area_mm2 is None else float(min_area_mm2)
+    if not math.isfinite(area) or area < 0:
+        raise ValueError(f"min_area_mm2 must be >= 0, got {min_area_mm2!r}")
+    norm = 3.0 if normalise_to_mm is None else float(normalise_to_mm)
+    if not math.isfinite(norm) or norm <= 0:
+        raise ValueError(f"normalise_to_mm must be > 0, got {normalise_to_mm!r}")
+    profile = Profile(
+        name="standard",
+        threshold_hu=threshold,
+        weight_cuts_hu=cuts,
+        min_area_mm2=None if min_area_pixels is not None else area,
+        min_area_pixels=None if min_area_pixels is None else int(min_area_pixels),
+        normalise_to_mm=norm,
+        kvp=kvp,
+        kvp_adjusted=bool(kvp_adjusted_threshold) and cuts is not AGATSTON_CUTS_HU,
+    )
+    return profile, warnings
+
+
+def _kvp_threshold(kvp: float | None) -> float | None:
+    """The tabulated threshold for a tube voltage within 2 kV of a table entry."""
+    if kvp is None:
+        return None
+    for table_kvp, threshold in KVP_THRESHOLDS_HU.items():
+        if abs(float(kvp) - table_kvp) <= 2.0:
+            return threshold
+    return None
