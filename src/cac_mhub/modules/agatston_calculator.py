@@ -1,0 +1,75 @@
+"""AgatstonCalculator: scores ``instance.labels`` on ``instance.volume`` (see docs/scoring.md)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from ..chain import Context, Instance, Module, Option, SkipInstance
+from ..scoring.agatston import score
+from ..scoring.profiles import PROFILE_NAMES
+
+CONTRAST_SKIP_REASON = "contrast-enhanced CT: calcium scoring needs a non-contrast scan"
+
+
+class AgatstonCalculator(Module):
+    """Agatston / volume / mass scores, per artery, lesion table and risk categories."""
+
+    options: ClassVar[dict[str, Option]] = {
+        "profile": Option(str, "standard", "scoring convention: standard (Agatston) or deepcac",
+                          choices=PROFILE_NAMES),
+        "threshold_hu": Option(float, 130.0, "calcium threshold per voxel (standard profile)"),
+        "kvp_adjusted_threshold": Option(bool, False, "use the kVp-specific threshold table"),
+        "min_area_mm2": Option(float, 1.0, "smallest lesion area kept, inclusive"),
+        "min_area_pixels": Option((int, type(None)), None, "smallest lesion pixel count; overrides mm2"),
+        "mass_calibration": Option((float, type(None)), None,
+                                   "mg hydroxyapatite per cm3 per HU; None = mass uncalibrated"),
+        "normalise_to_mm": Option(float, 3.0, "scores scaled by increment / this"),
+        "on_contrast": Option(str, "skip", "contrast-enhanced series: skip or score with a warning",
+                              choices=("skip", "score")),
+    }
+
+    def run(self, instance: Instance, ctx: Context) -> None:
+        volume, labels = instance.volume, instance.labels
+        if volume is None:
+            raise SkipInstance("no volume to score (NiftiConverter did not run or failed)")
+        if labels is None:
+            raise SkipInstance("no calcium labels to score (no segmentation model or SEG ran)")
+        if volume.acquisition.get("contrast"):
+            if self.opts["on_contrast"] == "skip":
+                raise SkipInstance(CONTRAST_SKIP_REASON)
+            instance.warn("contrast-enhanced CT scored anyway (on_contrast=score): "
+                          "iodine above the threshold inflates the score")
+        standard = self.opts["profile"] == "standard"
+        if not standard:
+            changed = sorted(name for name in _STANDARD_ONLY if self.opts[name] != self.options[name].default)
+            if changed:
+                instance.warn(f"deepcac profile is fixed; ignored options: {', '.join(changed)}")
+        result = score(
+            volume.hu,
+            volume.spacing_zyx,
+            labels.array,
+            labels.names,
+            profile=self.opts["profile"],
+            threshold_hu=self.opts["threshold_hu"] if standard else None,
+            kvp=_kvp(volume.acquisition.get("kvp")),
+            kvp_adjusted_threshold=bool(self.opts["kvp_adjusted_threshold"]) and standard,
+            min_area_mm2=self.opts["min_area_mm2"] if standard else None,
+            min_area_pixels=self.opts["min_area_pixels"] if standard else None,
+            normalise_to_mm=self.opts["normalise_to_mm"] if standard else None,
+            mass_calibration=self.opts["mass_calibration"],
+            slice_thickness=volume.slice_thickness,
+        )
+        for message in result.warnings:
+            instance.warn(message)
+        instance.scores = result
+
+
+_STANDARD_ONLY = ("threshold_hu", "kvp_adjusted_threshold", "min_area_mm2", "min_area_pixels",
+                  "normalise_to_mm")
+
+
+def _kvp(value: Any) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
