@@ -254,7 +254,7 @@ def dcmqi_metadata(
             "SegmentLabel": s.name,
             "SegmentDescription": DESCRIPTIONS[s.name],
             "SegmentAlgorithmType": "AUTOMATIC",
-            "SegmentAlgorithmName": f"{algorithm.name} {algorithm.version}",
+            "SegmentAlgorithmName": algorithm.name,
             "SegmentedPropertyCategoryCodeSequence": code(CATEGORY),
             "SegmentedPropertyTypeCodeSequence": code(PROPERTY_TYPE),
             "AnatomicRegionSequence": code(ANATOMY[s.name]),
@@ -307,29 +307,22 @@ def build_seg_dcmqi(
     out_path: Path,
     series_description: str = DEFAULT_SERIES_DESCRIPTION,
     series_number: int = DEFAULT_SERIES_NUMBER,
-    write_empty: bool = False,
     timeout_s: float = 600.0,
 ) -> bool:
-    """Write the SEG of ``label_array`` to ``out_path`` with dcmqi; False when nothing to write.
+    """Write the SEG of ``label_array`` to ``out_path`` with dcmqi; False when there is no calcium.
 
     ``source_files`` are the CT series' DICOM files; ``volume`` gives the label map's geometry.
-    With no calcium and ``write_empty``, every frame is encoded with one empty CAC segment
-    (dcmqi cannot write a SEG without frames).
+    dcmqi cannot encode an empty segmentation, so an empty label map writes nothing (use
+    :func:`build_seg` with ``write_empty`` for an empty SEG).
     """
     import SimpleITK as sitk
 
     if label_array.shape != volume.hu.shape:
         raise ValueError(f"label map {label_array.shape} != volume {volume.hu.shape}")
     segments = plan_segments(label_array, names)
-    skip_empty = True
-    if segments:
-        pixels = segment_number_map(label_array, segments)
-    elif write_empty:
-        segments = [Segment(1, UNASSIGNED, ())]
-        pixels = np.zeros(label_array.shape, np.uint8)
-        skip_empty = False
-    else:
+    if not segments:
         return False
+    pixels = segment_number_map(label_array, segments)
     meta = dcmqi_metadata(segments, algorithm, series_description, series_number)
     with tempfile.TemporaryDirectory(prefix="cac-dcmqi-") as tmp:
         work = Path(tmp)
@@ -347,7 +340,7 @@ def build_seg_dcmqi(
             "--inputMetadata", str(work / "meta.json"),
             "--outputDICOM", str(out_path),
             "--useLabelIDAsSegmentNumber",
-            "--skip", "1" if skip_empty else "0",
+            "--skip", "1",
         ]
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
         if done.returncode != 0 or not Path(out_path).exists():
@@ -529,7 +522,8 @@ IGNORE = "ignore"
 def to_canonical(numbers: np.ndarray, names: Mapping[int, str]) -> tuple[np.ndarray, dict[int, str]]:
     """Relabel a label map (value -> name) to the fixed values of :data:`CANONICAL_VALUES`.
 
-    Values named :data:`IGNORE` become background; values not in ``names`` raise.
+    Values named :data:`IGNORE` become background; values not in ``names`` raise. The names
+    returned are those of the values present.
     """
     lut = np.zeros(256, np.uint8)
     used: dict[int, str] = {}
@@ -549,4 +543,5 @@ def to_canonical(numbers: np.ndarray, names: Mapping[int, str]) -> tuple[np.ndar
         raise ValueError(f"label values {unnamed} have no artery mapping")
     out = np.zeros(numbers.shape, np.uint8)
     out[occupied] = lut[numbers[occupied].astype(np.uint8, copy=False)]
-    return out, dict(sorted(used.items()))
+    kept = {int(lut[v]) for v in present}
+    return out, {value: name for value, name in sorted(used.items()) if value in kept}

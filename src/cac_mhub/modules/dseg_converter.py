@@ -50,24 +50,22 @@ class DsegConverter(Module):
             return
         algorithm = AlgorithmInfo(model_id=labels.source)
         target = ctx.output_dir / instance.key / f"{safe_name(self.opts['name'], 'cac')}.seg.dcm"
-        common = dict(
-            series_description=self.opts["series_description"],
-            series_number=self.opts["series_number"],
-            write_empty=write_empty,
-        )
+        common = dict(series_description=self.opts["series_description"], series_number=self.opts["series_number"])
+        # dcmqi cannot encode an empty segmentation: the empty SEG always comes from highdicom.
+        engine = self.opts["engine"] if segments else "highdicom"
         with atomic_path(target) as tmp:
-            if self.opts["engine"] == "dcmqi":
+            if engine == "dcmqi":
                 build_seg_dcmqi(self._source_files(instance, headers), labels.array, labels.names, volume,
                                 algorithm, tmp, **common)
             else:
-                seg = build_seg(headers, labels.array, labels.names, algorithm, **common)
+                seg = build_seg(headers, labels.array, labels.names, algorithm, write_empty=write_empty, **common)
                 assert seg is not None  # segments present, or write_empty
                 seg.save_as(tmp)
         written = pydicom.dcmread(target, stop_before_pixels=True)
         instance.outputs["seg"] = str(target.relative_to(ctx.output_dir))
         instance.report["seg"] = {
             "written": True,
-            "engine": self.opts["engine"],
+            "engine": engine,
             "sop_instance_uid": str(written.SOPInstanceUID),
             "series_instance_uid": str(written.SeriesInstanceUID),
             "frames": int(getattr(written, "NumberOfFrames", 1)),
