@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from cac_mhub.scoring.agatston import LESION_COLUMNS, score
+from cac_mhub.scoring.agatston import LESION_COLUMNS, _mask_indices, score
 from cac_mhub.scoring.categories import cac_drs, risk_category, risk_group
 from cac_mhub.scoring.naive import naive_agatston
 
@@ -291,6 +291,16 @@ def test_input_layouts_give_identical_scores() -> None:
     for variant_hu, variant_labels in variants:
         names = {1: "CAC"}
         assert score(variant_hu, SPACING, variant_labels, names).to_dict() == reference
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (2, 3, 5), (4, 64, 64), (3, 100, 77), (5, 128, 130)])
+@pytest.mark.parametrize("dtype", [np.uint8, bool, np.int16])
+def test_mask_scan_finds_every_voxel(shape: tuple[int, int, int], dtype: type) -> None:
+    rng = np.random.default_rng(sum(shape))
+    labels = (rng.random(shape) < 0.002).astype(dtype)
+    labels.reshape(-1)[[0, -1]] = 1  # first and last voxel
+    assert np.array_equal(_mask_indices(labels), np.flatnonzero(labels))
+    assert _mask_indices(np.zeros(shape, dtype=dtype)).size == 0
 
 
 @pytest.mark.parametrize(

@@ -194,8 +194,8 @@ def score(
 
     index = _mask_indices(labels)
     z, y, x = np.unravel_index(index, shape)
-    values = hu[z, y, x].astype(np.float64)
-    label_values = labels[z, y, x].astype(np.int64)
+    values = _gather(hu, index, (z, y, x)).astype(np.float64)
+    label_values = _gather(labels, index, (z, y, x)).astype(np.int64)
     if not np.all(np.isfinite(values)):
         raise ValueError("hu contains NaN or infinite values inside the calcium mask")
     names_of = _label_name_lookup(label_values, label_names)
@@ -313,20 +313,38 @@ def _check_inputs(
     return spacing  # type: ignore[return-value]
 
 
+_BLOCK_WORDS = 512
+"""64-bit words per block in the mask scan (4 KiB of uint8 labels)."""
+
+
 def _mask_indices(labels: np.ndarray) -> np.ndarray:
-    """Sorted flat indices of the non-zero voxels, scanning 8 voxels per 64-bit word."""
+    """Sorted flat indices of the non-zero voxels.
+
+    A label map is almost all zeros, so it is scanned hierarchically: the maximum of each
+    4 KiB block (as 64-bit words), then the words of the non-zero blocks, then the bytes of
+    the non-zero words. That is several times faster than ``np.flatnonzero`` on uint8.
+    """
     mask = labels.view(np.uint8) if labels.dtype == bool else labels
     if mask.dtype.itemsize != 1:
         mask = (mask != 0).view(np.uint8)
     if not mask.flags.c_contiguous:
         return np.flatnonzero(mask)
     flat = mask.reshape(-1)
-    whole = flat.size // 8 * 8
-    words = np.flatnonzero(flat[:whole].view(np.uint64))
+    block_bytes = _BLOCK_WORDS * 8
+    whole = flat.size // block_bytes * block_bytes
+    blocks = flat[:whole].view(np.uint64).reshape(-1, _BLOCK_WORDS)
+    busy = np.flatnonzero(blocks.max(axis=1)) if len(blocks) else np.zeros(0, dtype=np.int64)
+    word_in_block = np.flatnonzero(blocks[busy])
+    words = busy[word_in_block // _BLOCK_WORDS] * _BLOCK_WORDS + word_in_block % _BLOCK_WORDS
     candidates = (words[:, None] * 8 + np.arange(8)).reshape(-1)
     head = candidates[flat[candidates] != 0]
     tail = whole + np.flatnonzero(flat[whole:])
     return np.concatenate([head, tail]).astype(np.int64)
+
+
+def _gather(array: np.ndarray, index: np.ndarray, zyx: tuple[np.ndarray, ...]) -> np.ndarray:
+    """``array`` at the voxels ``index`` (flat) / ``zyx``; flat indexing when contiguous."""
+    return array.reshape(-1)[index] if array.flags.c_contiguous else array[zyx]
 
 
 def _components_2d(
