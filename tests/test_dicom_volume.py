@@ -164,3 +164,17 @@ def test_real_thorax_geometry(shared_ct):
     assert volume.hu.shape == (141, 512, 512) and volume.hu.dtype == np.int16
     assert volume.spacing_zyx[0] == pytest.approx(2.0)
     assert warnings == []
+
+
+def test_contrast_detected_from_image_on_real_cta_not_on_plain_thorax(shared_ct, tmp_path, make_ct):
+    from cac_mhub.dicom.volume import contrast_from_image
+
+    image = sitk.ReadImage(str(shared_ct / "totalseg_refs/cta_heart_cropped/ct_cropped.nii.gz"))
+    cta = sitk.GetArrayFromImage(image)
+    # through DICOM without any contrast header: only the image can tell
+    make_ct(tmp_path / "cta", hu=cta, spacing=image.GetSpacing()[::-1])
+    volume, _ = assemble(only_series(tmp_path / "cta"))
+    assert volume.acquisition["contrast"] is False  # the header says nothing
+    assert contrast_from_image(volume.hu, volume.spacing_zyx).startswith("image:")
+    plain, _ = assemble(only_series(shared_ct / "itkelastix_thorax_00"))
+    assert contrast_from_image(plain.hu, plain.spacing_zyx) == ""

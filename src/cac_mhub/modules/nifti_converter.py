@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..chain import Context, Instance, Module, Option, SkipInstance
-from ..dicom.volume import GeometryRules, VolumeRejected, assemble
+from ..dicom.volume import GeometryRules, VolumeRejected, assemble, contrast_from_image
 from ..io import atomic_path
 
 
@@ -12,6 +12,8 @@ class NiftiConverter(Module):
         "irregular_slices": Option(str, "reject", "missing slices / uneven spacing", choices=("reject", "resample")),
         "gantry_tilt": Option(str, "resample", "tilted acquisitions", choices=("resample", "reject")),
         "min_slices": Option(int, 3, "fewest slices that make a volume"),
+        "detect_contrast": Option(str, "header+image", "how contrast enhancement is detected",
+                                  choices=("header+image", "header", "off")),
         "write_nifti": Option(bool, False, "also write the volume as NIfTI"),
         "nifti_name": Option(str, "ct.nii.gz", "file name of the NIfTI output in the series folder"),
     }
@@ -38,6 +40,12 @@ class NiftiConverter(Module):
             "gantry_tilt_deg": volume.acquisition.get("gantry_tilt_deg"),
         }
         instance.report["acquisition"] = volume.acquisition
+        mode = self.opts["detect_contrast"]
+        if mode == "off":
+            volume.acquisition["contrast"], volume.acquisition["contrast_evidence"] = False, ""
+        elif mode == "header+image" and not volume.acquisition.get("contrast"):
+            evidence = contrast_from_image(volume.hu, volume.spacing_zyx)
+            volume.acquisition["contrast"], volume.acquisition["contrast_evidence"] = bool(evidence), evidence
         if volume.acquisition.get("contrast"):
             instance.warn(f"contrast-enhanced CT ({volume.acquisition['contrast_evidence']})")
         if self.opts["write_nifti"]:
