@@ -109,3 +109,17 @@ def test_bad_input_fails_the_instance_with_a_clear_message(ctx: Context) -> None
     _timed(instance, module, module.run, instance, ctx)
     assert instance.status == "failed"
     assert "does not match hu shape" in instance.reason
+
+
+def test_flipped_axial_grid_is_scored(ctx: Context) -> None:
+    instance, phantom = phantom_instance()
+    instance.volume.direction = (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, -1.0)  # type: ignore[union-attr]
+    make_module().run(instance, ctx)
+    assert instance.scores.agatston == pytest.approx(phantom.reference["agatston"], rel=1e-3)
+
+
+def test_non_axial_grid_is_skipped(ctx: Context) -> None:
+    instance, _ = phantom_instance()
+    instance.volume.direction = (1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, -1.0, 0.0)  # type: ignore[union-attr]  # coronal
+    with pytest.raises(SkipInstance, match="non-axial grid"):
+        make_module().run(instance, ctx)

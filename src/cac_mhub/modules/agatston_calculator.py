@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import numpy as np
+
 from ..chain import Context, Instance, Module, Option, SkipInstance
 from ..scoring.agatston import score
 from ..scoring.profiles import PROFILE_NAMES
 
+MAX_OBLIQUE_DEG = 1.0
+"""Largest angle between the array z axis and the patient z axis that still counts as axial."""
 CONTRAST_SKIP_REASON = "contrast-enhanced CT: calcium scoring needs a non-contrast scan"
 
 
@@ -34,6 +38,12 @@ class AgatstonCalculator(Module):
             raise SkipInstance("no volume to score (NiftiConverter did not run or failed)")
         if labels is None:
             raise SkipInstance("no calcium labels to score (no segmentation model or SEG ran)")
+        tilt = _slice_normal_angle_deg(volume.direction)
+        if tilt > MAX_OBLIQUE_DEG:
+            raise SkipInstance(
+                f"non-axial grid (slice normal {tilt:.1f} deg from the patient z axis): "
+                "Agatston scoring needs axial slices; resample to axial first"
+            )
         if volume.acquisition.get("contrast"):
             if self.opts["on_contrast"] == "skip":
                 raise SkipInstance(CONTRAST_SKIP_REASON)
@@ -66,6 +76,13 @@ class AgatstonCalculator(Module):
 
 _STANDARD_ONLY = ("threshold_hu", "kvp_adjusted_threshold", "min_area_mm2", "min_area_pixels",
                   "normalise_to_mm")
+
+
+def _slice_normal_angle_deg(direction: tuple[float, ...]) -> float:
+    """Angle between array axis z (column 2 of the ITK direction) and patient z (S)."""
+    axis_z = np.array([direction[2], direction[5], direction[8]], dtype=float)
+    cosine = abs(axis_z[2]) / max(float(np.linalg.norm(axis_z)), 1e-12)
+    return float(np.degrees(np.arccos(min(1.0, cosine))))
 
 
 def _kvp(value: Any) -> float | None:
