@@ -56,7 +56,7 @@ class GeometryRules:
 
 
 def decode_hu(path: Path) -> tuple[np.ndarray, Any]:
-    """Decode one slice to float32 HU (padding -> air) and return it with its dataset.
+    """Decode one slice to HU (int16 when exact, else float32; padding -> air) with its dataset.
 
     pydicom's handlers (pylibjpeg, GDCM) come first; SimpleITK/GDCM is the fallback for
     codecs they refuse (e.g. 12-bit extended JPEG). A truncated or corrupt file raises
@@ -72,7 +72,11 @@ def decode_hu(path: Path) -> tuple[np.ndarray, Any]:
         if _needs_gdcm(ds):
             raise NotImplementedError("12-bit extended JPEG: pydicom's plugins refuse it")
         stored = np.asarray(ds.pixel_array)
-        hu = stored.astype(np.float32) * slope + intercept
+        if slope.is_integer() and intercept.is_integer() and stored.dtype.kind in "iu":
+            # exact integer path (the usual case): no float round trip, int16 result
+            hu = stored.astype(np.int32) * int(slope) + int(intercept)
+        else:
+            hu = stored.astype(np.float32) * slope + intercept
     except Exception as first_error:  # noqa: BLE001 - fall back to GDCM through SimpleITK
         stored = None
         try:
@@ -95,6 +99,8 @@ def decode_hu(path: Path) -> tuple[np.ndarray, Any]:
             pad_mask = (hu >= low * slope + intercept) & (hu <= high * slope + intercept)
         hu[pad_mask] = AIR_HU
     np.maximum(hu, AIR_HU, out=hu)
+    if hu.dtype == np.int32:
+        hu = np.minimum(hu, np.iinfo(np.int16).max).astype(np.int16)
     return hu, ds
 
 
@@ -236,7 +242,9 @@ def assemble(series: Series, rules: GeometryRules = GeometryRules()) -> tuple[Vo
     stack_dir = (positions[-1] - positions[0]) / np.linalg.norm(positions[-1] - positions[0])
     tilt_deg = float(np.degrees(np.arccos(np.clip(abs(stack_dir @ normal), -1, 1))))
     irregular = np.abs(gaps - increment) > rules.spacing_tolerance * increment + 0.01
-    hu_stack = np.stack(arrays).astype(np.float32, copy=False)
+    hu_stack = np.stack(arrays)
+    if hu_stack.dtype != np.int16 or irregular.any() or tilt_deg > rules.tilt_tolerance_deg:
+        hu_stack = hu_stack.astype(np.float32)
     resampled = False
     if irregular.any():
         multiples = np.round(gaps / increment)
