@@ -262,15 +262,18 @@ def test_deepcac_ignores_standard_options_with_warning() -> None:
 def test_kvp_adjusted_threshold() -> None:
     hu = np.zeros((1, 8, 8), dtype=np.int16)
     labels = np.ones_like(hu, dtype=np.uint8)
-    hu[0, 1:3, 1:3] = 140  # above 130, below the 100 kVp threshold of 147
-    hu[0, 5:7, 5:7] = 225  # weight 2 at 120 kVp; below 200 x 147/130 = 226.2 at 100 kVp
+    hu[0, 1:3, 1:3] = 140  # above 130, below the 100 kVp threshold of 145
+    hu[0, 5:7, 5:7] = 221  # weight 2 at 120 kVp; weight 1 at 100 kVp (2 from 222 HU)
     plain = score(hu, SPACING, labels, CAC, kvp=100.0)
     assert plain.agatston == pytest.approx(1 + 2)
     adjusted = score(hu, SPACING, labels, CAC, kvp=100.0, kvp_adjusted_threshold=True)
-    assert adjusted.profile.threshold_hu == 147.0 and adjusted.profile.kvp_adjusted
+    assert adjusted.profile.threshold_hu == 145.0 and adjusted.profile.kvp_adjusted
+    assert adjusted.profile.weight_cuts_hu == (145.0, 222.0, 334.0, 446.0)
     assert adjusted.agatston == pytest.approx(1.0)
-    unknown = score(hu, SPACING, labels, CAC, kvp=80.0, kvp_adjusted_threshold=True)
-    assert unknown.profile.threshold_hu == 130.0
+    at_120 = score(hu, SPACING, labels, CAC, kvp=120.0, kvp_adjusted_threshold=True)
+    assert at_120.agatston == pytest.approx(plain.agatston)
+    unknown = score(hu, SPACING, labels, CAC, kvp=140.0, kvp_adjusted_threshold=True)
+    assert unknown.profile.threshold_hu == 130.0 and not unknown.profile.kvp_adjusted
     assert any("no kVp-adjusted threshold" in w for w in unknown.warnings)
 
 

@@ -91,7 +91,7 @@ def test_kvp_adjusted_threshold_uses_the_volume_kvp(ctx: Context) -> None:
     instance, _ = phantom_instance(kvp=100.0)
     make_module(kvp_adjusted_threshold=True).run(instance, ctx)
     profile = instance.scores.to_dict()["profile"]
-    assert profile["threshold_hu"] == 147.0 and profile["kvp"] == 100.0 and profile["kvp_adjusted"]
+    assert profile["threshold_hu"] == 145.0 and profile["kvp"] == 100.0 and profile["kvp_adjusted"]
 
 
 def test_options_reach_the_scorer(ctx: Context) -> None:

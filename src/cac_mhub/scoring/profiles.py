@@ -20,11 +20,18 @@ from typing import Any
 #: Agatston's HU cut points: weight 1 from 130, 2 from 200, 3 from 300, 4 from 400 HU.
 AGATSTON_CUTS_HU: tuple[float, float, float, float] = (130.0, 200.0, 300.0, 400.0)
 
-#: Tube voltage (kVp) -> calcium threshold (HU) used when ``kvp_adjusted_threshold`` is on.
-#: 120 kVp is Agatston's reference; 100 kVp: 147 HU (Nakazato et al., J Cardiovasc Comput
-#: Tomogr 2009;3:394-400). Other voltages have no threshold here and fall back to 130 HU
-#: with a warning. The weight cut points are scaled by the same factor (threshold / 130).
-KVP_THRESHOLDS_HU: dict[int, float] = {120: 130.0, 100: 147.0}
+#: Tube voltage (kVp) -> HU cut points (threshold = weight 1, then weights 2, 3, 4) used when
+#: ``kvp_adjusted_threshold`` is on. 120 kVp: Agatston et al. 1990. Other voltages: Gräni et al.,
+#: Eur Heart J Cardiovasc Imaging 2018;19:1362-1371 (doi:10.1093/ehjci/jey019), values as
+#: tabulated in the open-source CalciumScoring.jl. Voltages not listed (within 2 kV) fall back to
+#: the unadjusted threshold with a warning.
+KVP_CUTS_HU: dict[int, tuple[float, float, float, float]] = {
+    70: (207.0, 318.0, 477.0, 636.0),
+    80: (177.0, 271.0, 408.0, 544.0),
+    100: (145.0, 222.0, 334.0, 446.0),
+    120: AGATSTON_CUTS_HU,
+    135: (119.0, 183.0, 274.0, 364.0),
+}
 
 PROFILE_NAMES: tuple[str, ...] = ("standard", "deepcac")
 
@@ -100,19 +107,15 @@ def make_profile(
     cuts = AGATSTON_CUTS_HU
     threshold = 130.0 if threshold_hu is None else float(threshold_hu)
     if kvp_adjusted_threshold:
-        kvp_threshold = _kvp_threshold(kvp)
-        if kvp_threshold is None:
-            warnings.append(
-                f"no kVp-adjusted threshold for kVp={kvp}; using {threshold:g} HU"
-            )
+        kvp_cuts = _kvp_cuts(kvp)
+        if kvp_cuts is None:
+            warnings.append(f"no kVp-adjusted threshold for kVp={kvp}; using {threshold:g} HU")
         else:
             if threshold_hu is not None and float(threshold_hu) != 130.0:
                 warnings.append(
-                    f"threshold_hu={threshold_hu:g} replaced by the kVp-adjusted {kvp_threshold:g} HU"
+                    f"threshold_hu={threshold_hu:g} replaced by the kVp-adjusted {kvp_cuts[0]:g} HU"
                 )
-            threshold = kvp_threshold
-            factor = kvp_threshold / AGATSTON_CUTS_HU[0]
-            cuts = tuple(c * factor for c in AGATSTON_CUTS_HU)  # type: ignore[assignment]
+            threshold, cuts = kvp_cuts[0], kvp_cuts
     if not math.isfinite(threshold):
         raise ValueError(f"threshold_hu must be finite, got {threshold_hu!r}")
     if min_area_pixels is not None and int(min_area_pixels) < 1:
@@ -131,16 +134,16 @@ def make_profile(
         min_area_pixels=None if min_area_pixels is None else int(min_area_pixels),
         normalise_to_mm=norm,
         kvp=kvp,
-        kvp_adjusted=bool(kvp_adjusted_threshold) and cuts is not AGATSTON_CUTS_HU,
+        kvp_adjusted=bool(kvp_adjusted_threshold) and _kvp_cuts(kvp) is not None,
     )
     return profile, warnings
 
 
-def _kvp_threshold(kvp: float | None) -> float | None:
-    """The tabulated threshold for a tube voltage within 2 kV of a table entry."""
+def _kvp_cuts(kvp: float | None) -> tuple[float, float, float, float] | None:
+    """The tabulated cut points for a tube voltage within 2 kV of a table entry."""
     if kvp is None:
         return None
-    for table_kvp, threshold in KVP_THRESHOLDS_HU.items():
+    for table_kvp, cuts in KVP_CUTS_HU.items():
         if abs(float(kvp) - table_kvp) <= 2.0:
-            return threshold
+            return cuts
     return None
