@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arguments(validate)
     validate.set_defaults(func=cmd_validate)
 
+    modules = sub.add_parser("modules", help="list chain modules and their options (markdown)")
+    modules.set_defaults(func=cmd_modules)
+
     for name in PLUGINS:
         try:
             module = importlib.import_module(name)
@@ -81,6 +84,36 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return 2
     names = " -> ".join(entry["module"] for entry in config["execute"])
     print(f"ok: {config['source']}: {names} (config hash {config_hash(config)[:16]})")
+    return 0
+
+
+def options_reference() -> str:
+    """Markdown reference of every registered module's options, generated from the code."""
+    from .chain import REGISTRY, module_class
+
+    lines = []
+    for name in REGISTRY:
+        try:
+            cls = module_class(name)
+        except ImportError:
+            continue
+        doc = (sys.modules[cls.__module__].__doc__ or cls.__doc__ or name).strip().splitlines()[0]
+        lines += [f"### {name}", "", doc, ""]
+        if not cls.options:
+            lines += ["(no options)", ""]
+            continue
+        lines += ["| option | type | default | meaning |", "|---|---|---|---|"]
+        for key, opt in cls.options.items():
+            types = opt.type if isinstance(opt.type, tuple) else (opt.type,)
+            kind = "/".join("null" if t is type(None) else t.__name__ for t in types)
+            doc = opt.doc + (f" ({', '.join(map(str, opt.choices))})" if opt.choices else "")
+            lines.append(f"| `{key}` | {kind} | `{opt.default!r}` | {doc} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def cmd_modules(args: argparse.Namespace) -> int:
+    print(options_reference())
     return 0
 
 
