@@ -11,7 +11,7 @@ OUTPUT ?= /app/data/output_data
 WORKFLOW ?= default
 ARGS ?=
 
-.PHONY: venv run test bench clean
+.PHONY: venv run test bench clean readme train
 
 venv: $(VENV)/.installed
 
@@ -29,3 +29,7 @@ test: venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
+
+# Rewrite the README's configuration reference from the modules' declared options.
+readme: venv
+	$(BIN)/python -c "import re,pathlib; from cac_mhub.cli import options_reference as o; p=pathlib.Path('README.md'); t=p.read_text(); p.write_text(re.sub(r'(<!-- options:begin -->\n).*?(<!-- options:end -->)', lambda m: m.group(1)+o()+'\n'+m.group(2), t, flags=re.S))"
