@@ -213,7 +213,7 @@ def build_seg(
     content = "Coronary artery calcium"
     if algorithm.model_id:
         content = f"{content}; {algorithm.model_id}"[:64]
-    return hd.seg.Segmentation(
+    seg = hd.seg.Segmentation(
         source_images=sources,
         pixel_array=pixels,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -232,6 +232,19 @@ def build_seg(
         series_description=series_description,
         omit_empty_frames=len(sources) > 1,
     )
+    _fix_slice_spacing(seg)
+    return seg
+
+
+def _fix_slice_spacing(seg: Dataset) -> None:
+    """Make SpacingBetweenSlices non-negative.
+
+    highdicom copies the source's value, and some scanners (Philips) write a negative one,
+    which is invalid in a SEG (dciodvfy error); the slice order is given by the positions.
+    """
+    for item in seg.SharedFunctionalGroupsSequence[0].get("PixelMeasuresSequence", []):
+        if "SpacingBetweenSlices" in item and float(item.SpacingBetweenSlices) < 0:
+            item.SpacingBetweenSlices = abs(float(item.SpacingBetweenSlices))
 
 
 # --------------------------------------------------------------------------- dcmqi engine
