@@ -17,6 +17,7 @@ from cac_mhub.phantom.calcium import (
     make_calcium_phantom,
     slice_fraction,
     write_calcium_phantom_dicom,
+    write_phantom_reconstructions,
 )
 from cac_mhub.scoring.agatston import ARTERY_ORDER, score
 
@@ -153,3 +154,33 @@ def test_dicom_round_trip_scores_equal_reference(tmp_path: Path, increment: floa
     assert result.agatston == pytest.approx(phantom.reference["agatston"], rel=REL)
     assert result.volume_mm3 == pytest.approx(phantom.reference["volume_mm3"], rel=REL)
     assert result.lesion_count == phantom.reference["lesions"]
+
+
+def test_phantom_through_the_project_dicom_reader(tmp_path: Path) -> None:
+    """Contract with the importer/converter: the assembled Volume scores to the reference."""
+    scan = pytest.importorskip("cac_mhub.dicom.scan")
+    volume_mod = pytest.importorskip("cac_mhub.dicom.volume")
+    phantom = make_calcium_phantom(1.5, 3.0)
+    write_calcium_phantom_dicom(phantom, tmp_path / "in" / "series")
+    found = scan.scan(tmp_path / "in").series
+    assert len(found) == 1
+    volume, _ = volume_mod.assemble(found[0])
+    assert volume.hu.shape == phantom.hu.shape and np.array_equal(volume.hu, phantom.hu)
+    assert volume.spacing_zyx == pytest.approx(phantom.spacing_zyx)
+    result = score(volume.hu, volume.spacing_zyx, phantom.labels, phantom.label_names,
+                   slice_thickness=volume.slice_thickness)
+    assert result.agatston == pytest.approx(phantom.reference["agatston"], rel=REL)
+    assert result.to_dict()["geometry"]["slice_thickness_mm"] == pytest.approx(3.0)
+
+
+def test_reconstruction_set_is_one_study(tmp_path: Path) -> None:
+    written = write_phantom_reconstructions(tmp_path, [(3.0, 3.0), (1.25, 2.5)])
+    assert sorted(written) == ["inc1.25_thk2.5", "inc3_thk3"]
+    firsts = [pydicom.dcmread(sorted((tmp_path / name).glob("*.dcm"))[0]) for name in sorted(written)]
+    assert firsts[0].StudyInstanceUID == firsts[1].StudyInstanceUID
+    assert firsts[0].SeriesInstanceUID != firsts[1].SeriesInstanceUID
+    assert {float(ds.SliceThickness) for ds in firsts} == {2.5, 3.0}
+    for name, phantom in written.items():
+        hu, spacing, _ = _read_series(tmp_path / name)
+        result = score(hu, spacing, phantom.labels, phantom.label_names)
+        assert result.agatston == pytest.approx(phantom.reference["agatston"], rel=REL)

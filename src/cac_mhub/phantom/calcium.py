@@ -168,6 +168,38 @@ def write_calcium_phantom_dicom(
     return write_ct_series(phantom.hu, Path(out_dir), phantom.spacing_zyx, phantom.origin_lps, spec)
 
 
+def write_phantom_reconstructions(
+    out_root: Path,
+    reconstructions: Sequence[tuple[float, float]] = RECONSTRUCTIONS_MM,
+    mode: str = "exact",
+    **phantom_options: Any,
+) -> dict[str, CalciumPhantom]:
+    """Write one study with a series per (increment, thickness); folder name -> phantom.
+
+    Folders are ``inc<increment>_thk<thickness>`` under ``out_root``; the series share the
+    study and frame of reference, as reconstructions of one scan do.
+    """
+    from pydicom.uid import generate_uid
+
+    from ..dicom.synth import CtSeriesSpec
+
+    study_uid, frame_uid = generate_uid(), generate_uid()
+    written: dict[str, CalciumPhantom] = {}
+    for number, (increment, thickness) in enumerate(reconstructions, start=1):
+        phantom = make_calcium_phantom(increment, thickness, mode=mode, **phantom_options)
+        name = f"inc{increment:g}_thk{thickness:g}"
+        spec = CtSeriesSpec(
+            patient_id="QRM-LIKE-PHANTOM",
+            study_uid=study_uid,
+            frame_of_reference_uid=frame_uid,
+            series_number=number,
+            series_description=f"Calcium phantom {mode} {increment:g}/{thickness:g} mm",
+        )
+        write_calcium_phantom_dicom(phantom, Path(out_root) / name, spec)
+        written[name] = phantom
+    return written
+
+
 def lattice_disc_count(radius_px: float) -> int:
     """Number of pixel centres within ``radius_px`` of a pixel centre (Gauss circle count)."""
     if radius_px < 0:
