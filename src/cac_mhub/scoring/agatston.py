@@ -243,10 +243,7 @@ def score(
     mass = None if mass_calibration is None else mass_calibration * mass_hu_mm3 / 1000.0
 
     lesion_label, mixed = _majority_label(lesion, v_labels, n)
-    artery_index = np.array(
-        [ARTERY_ORDER.index(names_of[int(v)]) for v in np.unique(lesion_label)], dtype=np.int64
-    )
-    artery_of_lesion = artery_index[np.searchsorted(np.unique(lesion_label), lesion_label)]
+    artery_of_lesion = _artery_index(lesion_label, names_of)
     count = np.maximum(pixels, 1)
     table = {
         "slice": np.zeros(n, dtype=np.int64),
@@ -399,6 +396,13 @@ def _majority_label(lesion: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.
     majority = counts.argmax(axis=1)
     mixed = (counts > 0).sum(axis=1) > 1
     return values[majority], mixed
+
+
+def _artery_index(lesion_label: np.ndarray, names_of: Mapping[int, str]) -> np.ndarray:
+    """Position in :data:`ARTERY_ORDER` of each lesion's label (one lookup per label value)."""
+    values = np.unique(lesion_label)
+    position = np.array([ARTERY_ORDER.index(names_of[int(v)]) for v in values], dtype=np.int64)
+    return position[np.searchsorted(values, lesion_label)]
 
 
 def _per_artery(
