@@ -1,0 +1,62 @@
+"""NnunetCacRunner: label coronary calcium by artery with an nnU-Net v2 model folder."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from ..chain import ChainError, Context, Instance, Module, Option, SkipInstance
+from ..types import Labels
+
+
+class NnunetCacRunner(Module):
+    """Reads ``instance.volume``, sets ``instance.labels`` (uint8 on the volume grid).
+
+    The model is loaded and its checksums verified once, in ``setup``, so a broken model folder
+    stops the run before any series is read.
+    """
+
+    options: ClassVar[dict[str, Option]] = {
+        "model": Option(str, "cac-phantom-2d", "model name under models/, or a path to a model folder"),
+        "device": Option(str, "auto", "auto (GPU when present, else CPU), cuda or cpu",
+                         choices=("auto", "cuda", "cpu")),
+        "folds": Option((list, str, type(None)), None, "folds to ensemble, e.g. [0, 1] or 'all'; null: the card's"),
+        "mirroring": Option(bool, True, "test-time mirroring, where the model allows it"),
+        "step_size": Option(float, 0.5, "sliding-window step as a fraction of the patch size"),
+        "crop": Option(str, "auto", "heart crop: auto (as the card says), heart, none",
+                       choices=("auto", "heart", "none")),
+        "min_hu": Option((float, type(None)), None, "clear labels below this HU; null: the card's (130)"),
+        "threads": Option(int, 0, "torch CPU threads; 0 keeps torch's default"),
+    }
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.model: Any = None
+
+    def setup(self, ctx: Context) -> None:
+        from ..segmentation.card import ModelError
+        from ..segmentation.runner import CacModel
+
+        opts = {**{k: o.default for k, o in self.options.items()}, **self.opts}
+        folds = opts["folds"]
+        if isinstance(folds, str):
+            folds = [folds]
+        try:
+            self.model = CacModel(opts["model"], device=opts["device"],
+                                  folds=[str(f) for f in folds] if folds else None,
+                                  mirroring=opts["mirroring"], step_size=float(opts["step_size"]),
+                                  threads=int(opts["threads"]))
+        except ModelError as error:
+            raise ChainError(f"NnunetCacRunner: {error}") from None
+
+    def run(self, instance: Instance, ctx: Context) -> None:
+        if instance.volume is None:
+            raise SkipInstance("no CT volume to segment (NiftiConverter must run first)")
+        volume = instance.volume
+        if min(volume.hu.shape) < 2:
+            raise SkipInstance(f"volume too small to segment: shape {tuple(volume.hu.shape)}")
+        opts = {**{k: o.default for k, o in self.options.items()}, **self.opts}
+        result = self.model.segment(volume.hu, volume.spacing_zyx, crop=opts["crop"], min_hu=opts["min_hu"])
+        instance.labels = Labels(array=result.array, names=result.names,
+                                 source=f"model:{self.model.card.ident}", extra=result.extra)
+        instance.report["model"] = {"name": self.model.card.name, "version": self.model.card.version,
+                                    "intended_use": self.model.card.intended_use}

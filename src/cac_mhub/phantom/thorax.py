@@ -1,0 +1,385 @@
+"""Synthetic non-contrast chest CT with a coronary tree and calcified plaques of known extent.
+
+Why: no labelled real calcium-scoring scans can be downloaded here, so the default model is
+trained and checked on anatomy whose ground truth is exact. The phantom has what makes CAC
+scoring hard: bright bone (spine, ribs, sternum) and aortic wall / valve calcium that must NOT
+be scored, coronary plaques of every size and density (LM, LAD, LCX, RCA), partial-volume
+blur, low-dose noise, slice increments of 1-3 mm and a varied body, field of view and heart
+position.
+
+Coordinates are DICOM LPS millimetres: x to the patient's left, y posterior, z superior; the
+body axis passes through x = y = 0 and the top of the liver dome is near z = 0. Arrays are
+``[z, y, x]`` as everywhere in the project.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from ..types import ARTERIES
+
+#: Calcium threshold (HU) used to turn plaque shapes into ground-truth calcium voxels.
+CALCIUM_HU = 130.0
+#: Codes of the ``distractors`` map: calcium-like voxels that must never be scored.
+DISTRACTOR_CODES = {1: "bone", 2: "aortic_wall_calcium", 3: "aortic_valve_calcium"}
+
+AIR, FAT, SOFT, BLOOD, MYOCARDIUM, LIVER, LUNG = -1000.0, -95.0, 40.0, 38.0, 48.0, 58.0, -860.0
+
+
+@dataclass
+class Plaque:
+    """One calcified plaque as painted (before blur and noise)."""
+
+    artery: str
+    center_lps: tuple[float, float, float]
+    half_axes_mm: tuple[float, float, float]
+    peak_hu: float
+
+
+@dataclass
+class ThoraxPhantom:
+    """A phantom scan and its exact ground truth, all on the same grid."""
+
+    hu: np.ndarray
+    """int16 HU ``[z, y, x]``."""
+    labels: np.ndarray
+    """uint8 coronary calcium voxels: 1=LM, 2=LAD, 3=LCX, 4=RCA (HU >= 130 inside a plaque)."""
+    distractors: np.ndarray
+    """uint8 calcium-like voxels that must not be scored, codes in :data:`DISTRACTOR_CODES`."""
+    spacing_zyx: tuple[float, float, float]
+    origin_lps: tuple[float, float, float]
+    slice_thickness: float
+    heart_center_lps: tuple[float, float, float]
+    plaques: list[Plaque] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+
+    names = {i + 1: name for i, name in enumerate(ARTERIES)}
+
+    def reference_scores(self) -> Any:
+        """Exact reference score: the project's Agatston code applied to the true labels."""
+        from ..scoring.agatston import score
+
+        return score(self.hu, self.spacing_zyx, self.labels, self.names, slice_thickness=self.slice_thickness)
+
+
+class _Canvas:
+    """A HU volume with its mm axes and painting helpers that only touch a bounding box."""
+
+    def __init__(self, zc: np.ndarray, yc: np.ndarray, xc: np.ndarray, fill: float) -> None:
+        self.zc, self.yc, self.xc = zc, yc, xc
+        self.hu = np.full((zc.size, yc.size, xc.size), fill, dtype=np.float32)
+
+    def box(self, lo: np.ndarray, hi: np.ndarray) -> tuple[slice, slice, slice] | None:
+        """Index slices of the voxels whose centres lie in the mm box [lo, hi] (x, y, z order)."""
+        out = []
+        for axis, (a, b) in zip((self.zc, self.yc, self.xc), ((lo[2], hi[2]), (lo[1], hi[1]), (lo[0], hi[0]))):
+            i0 = int(np.searchsorted(axis, a, side="left"))
+            i1 = int(np.searchsorted(axis, b, side="right"))
+            if i1 <= i0:
+                return None
+            out.append(slice(i0, i1))
+        return tuple(out)  # type: ignore[return-value]
+
+    def grid(self, sl: tuple[slice, slice, slice]) -> np.ndarray:
+        """Voxel centres of a box as an array [..., 3] in (x, y, z) mm."""
+        z, y, x = np.meshgrid(self.zc[sl[0]], self.yc[sl[1]], self.xc[sl[2]], indexing="ij")
+        return np.stack([x, y, z], axis=-1).astype(np.float32)
+
+    def ellipsoid(self, center: np.ndarray, radii: np.ndarray, rotation: np.ndarray | None = None
+                  ) -> tuple[tuple[slice, slice, slice], np.ndarray] | None:
+        """Mask of an (optionally rotated) ellipsoid within its bounding box."""
+        reach = float(np.max(radii))
+        sl = self.box(center - reach, center + reach)
+        if sl is None:
+            return None
+        if rotation is None:  # axis-aligned: separable, no 3D coordinate grid needed
+            dz = ((self.zc[sl[0]] - center[2]) / radii[2]) ** 2
+            dy = ((self.yc[sl[1]] - center[1]) / radii[1]) ** 2
+            dx = ((self.xc[sl[2]] - center[0]) / radii[0]) ** 2
+            return sl, (dz[:, None, None] + dy[None, :, None] + dx[None, None, :]) <= 1.0
+        local = (self.grid(sl) - center.astype(np.float32)) @ rotation.astype(np.float32)
+        inside = np.sum((local / radii.astype(np.float32)) ** 2, axis=-1) <= 1.0
+        return sl, inside
+
+    def paint_ellipsoid(self, center: Any, radii: Any, value: float, rotation: np.ndarray | None = None,
+                        brighten: bool = False, tag: tuple[np.ndarray, int] | None = None) -> None:
+        found = self.ellipsoid(np.asarray(center, float), np.asarray(radii, float), rotation)
+        if found is not None:
+            self._apply(found[0], found[1], value, brighten, tag)
+
+    def paint_tube(self, points: np.ndarray, radius: float | np.ndarray, value: float,
+                   tag: tuple[np.ndarray, int] | None = None, tag_margin: float = 0.0) -> None:
+        """Paint capsules along a polyline (points [n, 3] in x, y, z mm).
+
+        ``tag_margin`` (mm) widens the tagged region beyond the painted one, to cover the blur halo.
+        """
+        radii = np.broadcast_to(np.asarray(radius, float), (len(points),))
+        for a, b, ra, rb in zip(points[:-1], points[1:], radii[:-1], radii[1:]):
+            r = max(ra, rb) + tag_margin
+            sl = self.box(np.minimum(a, b) - r, np.maximum(a, b) + r)
+            if sl is None:
+                continue
+            p = self.grid(sl)
+            ab = (b - a).astype(np.float32)
+            t = np.clip(((p - a) @ ab) / max(float(ab @ ab), 1e-9), 0.0, 1.0)
+            dist = np.linalg.norm(p - (a + t[..., None] * ab), axis=-1)
+            reach = ra + (rb - ra) * t
+            self._apply(sl, dist <= reach, value, False, None)
+            if tag is not None:
+                tag[0][sl][dist <= reach + tag_margin] = tag[1]
+
+    def _apply(self, sl: tuple[slice, slice, slice], mask: np.ndarray, value: float, brighten: bool,
+               tag: tuple[np.ndarray, int] | None) -> None:
+        view = self.hu[sl]
+        if brighten:
+            view[mask] = np.maximum(view[mask], value)
+        else:
+            view[mask] = value
+        if tag is not None:
+            tag[0][sl][mask] = tag[1]
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v)
+
+
+def _heart_frame(rng: np.random.Generator) -> np.ndarray:
+    """Columns: long axis (base -> apex, left-anterior-inferior), anterior axis, left axis."""
+    u = _unit(np.array([0.62 + rng.uniform(-0.1, 0.1), -0.45 + rng.uniform(-0.1, 0.1),
+                        -0.55 + rng.uniform(-0.1, 0.1)]))
+    v = _unit(np.array([0.0, -1.0, 0.0]) - u * (-u[1]))  # anterior, orthogonal to u
+    w = np.cross(u, v)
+    if w[0] < 0:  # make the third axis point to the patient's left side of the heart
+        w = -w
+    return np.stack([u, v, w], axis=1)
+
+
+def _surface_point(center: np.ndarray, frame: np.ndarray, half_long: float, radius: float,
+                   theta_deg: float, phi_deg: float, offset: float) -> np.ndarray:
+    """Point ``offset`` mm outside a spheroidal heart; theta 0 = apex, 180 = base; phi 0 = anterior."""
+    th, ph = np.radians(theta_deg), np.radians(phi_deg)
+    d = frame @ np.array([np.cos(th), np.sin(th) * np.cos(ph), np.sin(th) * np.sin(ph)])
+    s = 1.0 / np.sqrt((np.cos(th) / half_long) ** 2 + (np.sin(th) / radius) ** 2)
+    return center + (s + offset) * d
+
+
+def _resample_polyline(points: np.ndarray, step: float = 1.5) -> np.ndarray:
+    seg = np.linalg.norm(np.diff(points, axis=0), axis=1)
+    arc = np.concatenate([[0.0], np.cumsum(seg)])
+    n = max(2, int(arc[-1] / step) + 1)
+    at = np.linspace(0.0, arc[-1], n)
+    return np.stack([np.interp(at, arc, points[:, k]) for k in range(3)], axis=1)
+
+
+def _coronary_tree(center: np.ndarray, frame: np.ndarray, half_long: float, radius: float,
+                   aortic_root: np.ndarray, aortic_radius: float, rng: np.random.Generator
+                   ) -> dict[str, np.ndarray]:
+    """Centre lines of LM, LAD, LCX and RCA running in the epicardial fat."""
+    off = 3.5
+    groove = 118.0 + rng.uniform(-6, 6)
+    bif = _surface_point(center, frame, half_long, radius, groove + 8, 25.0, off)
+    to_bif = _unit(bif - aortic_root)
+    lm = np.stack([aortic_root + to_bif * (aortic_radius + 0.5), bif])
+    lad = np.stack([_surface_point(center, frame, half_long, radius, t, 12.0 - 0.1 * (groove - t), off)
+                    for t in np.linspace(groove + 8, 20.0, 24)])
+    lcx_end = 165.0 + rng.uniform(-15, 10)
+    lcx = np.stack([_surface_point(center, frame, half_long, radius, groove, p, off)
+                    for p in np.linspace(25.0, lcx_end, 20)])
+    rca_start = _surface_point(center, frame, half_long, radius, groove + 5, -25.0, off)
+    rca_ostium = aortic_root + _unit(rca_start - aortic_root) * (aortic_radius + 0.5)
+    rca_groove = np.stack([_surface_point(center, frame, half_long, radius, groove, p, off)
+                           for p in np.linspace(-25.0, -200.0, 26)])
+    rca = np.concatenate([rca_ostium[None], rca_groove])
+    return {"LM": _resample_polyline(np.concatenate([lm, lad[:1]])), "LAD": _resample_polyline(lad),
+            "LCX": _resample_polyline(np.concatenate([bif[None], lcx])), "RCA": _resample_polyline(rca)}
+
+
+def generate_thorax(
+    seed: int,
+    size: int = 512,
+    increment: float | None = None,
+    z_extent_mm: float | None = None,
+    burden: str | None = None,
+    noise_hu: float | None = None,
+) -> ThoraxPhantom:
+    """A random chest CT phantom; every choice is drawn from ``seed`` unless given.
+
+    ``burden`` is one of zero, mild, moderate, severe (number and size of coronary plaques).
+    ``size`` is the in-plane matrix (512 for a real-sized scan; smaller is faster, the field of
+    view is then proportionally smaller and the pixels stay realistic).
+    """
+    rng = np.random.default_rng(seed)
+    increment = float(increment or rng.choice([1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 3.0]))
+    thickness = float(increment * rng.choice([1.0, 1.0, 1.2]))
+    burden = burden or str(rng.choice(["zero", "mild", "moderate", "severe"], p=[0.2, 0.3, 0.3, 0.2]))
+    noise_hu = float(noise_hu if noise_hu is not None else rng.uniform(8.0, 28.0))
+    pixel = float(rng.uniform(300.0, 420.0) / 512.0)
+    # Body and heart placement.
+    a = rng.uniform(135.0, 180.0)  # half width
+    b = rng.uniform(95.0, 125.0)  # half depth
+    body_shift = rng.uniform(-15.0, 15.0, size=2)
+    fat = rng.uniform(6.0, 22.0)
+    ai, bi = a - fat, b - fat
+    dia_z = 0.0
+    heart_c = np.array([rng.uniform(12.0, 35.0), rng.uniform(-30.0, -10.0), dia_z + rng.uniform(45.0, 60.0)])
+    half_long, heart_r = rng.uniform(55.0, 68.0), rng.uniform(42.0, 52.0)
+    z_extent = float(z_extent_mm or rng.uniform(200.0, 290.0))
+    z_lo = heart_c[2] - rng.uniform(0.38, 0.5) * z_extent
+    n_z = int(round(z_extent / increment)) + 1
+    zc = (z_lo + increment * np.arange(n_z)).astype(np.float64)
+    centre_idx = (size - 1) / 2.0
+    xc = (np.arange(size) - centre_idx) * pixel - body_shift[0]
+    yc = (np.arange(size) - centre_idx) * pixel - body_shift[1]
+    canvas = _Canvas(zc, yc, xc, AIR)
+    bone_tag = np.zeros(canvas.hu.shape, np.uint8)
+    plaque_tag = np.zeros(canvas.hu.shape, np.uint8)
+    aortic_tag = np.zeros(canvas.hu.shape, np.uint8)
+
+    # Body: fat ring around soft tissue (elliptic cylinder).
+    yy, xx = np.meshgrid(yc, xc, indexing="ij")
+    canvas.hu[:, (xx / a) ** 2 + (yy / b) ** 2 <= 1.0] = FAT
+    canvas.hu[:, (xx / ai) ** 2 + (yy / bi) ** 2 <= 1.0] = SOFT
+    # Liver under the right dome, lungs above the diaphragm.
+    canvas.paint_ellipsoid([-0.25 * ai, 0.05 * bi, dia_z - 70.0], [0.8 * ai, 0.85 * bi, 78.0], LIVER)
+    lung_r = np.array([0.46 * ai, 0.84 * bi, 150.0])
+    for side, dome in ((-1.0, dia_z + 6.0), (1.0, dia_z - 4.0)):
+        canvas.paint_ellipsoid([side * 0.5 * ai, 0.06 * bi, dome + lung_r[2]], lung_r, LUNG)
+    # Heart: epicardial fat, myocardium, blood pools.
+    frame = _heart_frame(rng)
+    canvas.paint_ellipsoid(heart_c, [half_long + 8, heart_r + 8, heart_r + 8], FAT, rotation=frame)
+    canvas.paint_ellipsoid(heart_c, [half_long, heart_r, heart_r], MYOCARDIUM, rotation=frame)
+    for along, lateral, r in ((0.15, 0.3, 0.45), (0.1, -0.35, 0.4), (-0.55, 0.2, 0.35), (-0.5, -0.35, 0.35)):
+        c = heart_c + frame @ np.array([along * half_long, 0.0, lateral * heart_r])
+        canvas.paint_ellipsoid(c, [r * half_long * 1.2, r * heart_r * 1.4, r * heart_r * 1.2], BLOOD,
+                               rotation=frame)
+    # Aorta: root at the base, ascending, arch, descending beside the spine.
+    ao_r = rng.uniform(12.0, 16.0)
+    root = _surface_point(heart_c, frame, half_long, heart_r, 172.0, -20.0, -ao_r * 0.6)
+    spine_y = 0.62 * bi
+    arch_z = min(heart_c[2] + rng.uniform(75.0, 95.0), zc[-1] - 5.0)
+    desc = np.array([18.0, spine_y - 26.0, arch_z - 15.0])
+    aorta = _resample_polyline(np.array([
+        root, root + [0.0, -6.0, 35.0], [root[0] + 6.0, root[1], arch_z - 10.0],
+        [8.0, (root[1] + desc[1]) / 2.0, arch_z], desc, [desc[0] + 2.0, desc[1], zc[0] - 10.0]]), 2.0)
+    canvas.paint_tube(aorta, ao_r + 4.0, FAT)  # mediastinal fat around the great vessel
+    canvas.paint_tube(aorta, ao_r, BLOOD)
+    # Coronary arteries in the epicardial fat.
+    tree = _coronary_tree(heart_c, frame, half_long, heart_r, root, ao_r, rng)
+    vessel_r = {"LM": 2.2, "LAD": 1.8, "LCX": 1.6, "RCA": 1.9}
+    for name, line in tree.items():
+        taper = np.linspace(vessel_r[name], vessel_r[name] * 0.6, len(line))
+        canvas.paint_tube(line, taper, SOFT)
+    _paint_bones(canvas, rng, ai, bi, spine_y, heart_c, bone_tag)
+    plaques = _paint_coronary_plaques(canvas, rng, tree, vessel_r, burden, plaque_tag)
+    _paint_aortic_calcium(canvas, rng, aorta, root, ao_r, aortic_tag)
+
+    # Scanner: partial-volume blur (slice profile + in-plane kernel), then low-dose noise.
+    sigma_xy = rng.uniform(0.45, 0.75) / pixel
+    sigma_z = thickness / 2.355 / increment
+    hu = ndimage.gaussian_filter(canvas.hu, (sigma_z, sigma_xy, sigma_xy), mode="nearest")
+    noise = rng.standard_normal(hu.shape, dtype=np.float32)
+    noise = ndimage.gaussian_filter(noise, (0.0, 0.6, 0.6))
+    noise *= noise_hu / max(float(noise.std()), 1e-6)
+    hu += noise
+    hu = np.clip(np.round(hu), -1024, 3071).astype(np.int16)
+
+    calcium = hu >= CALCIUM_HU
+    # Blur spreads each object by about a voxel: grow the painted tags by one voxel.
+    labels = (_grow(plaque_tag) * calcium).astype(np.uint8)
+    distractors = (bone_tag * calcium).astype(np.uint8)  # bone tags already include a 1.5 mm halo
+    aortic = _grow(aortic_tag)
+    distractors[(aortic > 0) & calcium] = aortic[(aortic > 0) & calcium]
+    labels[distractors > 0] = 0  # calcium touching bone or aorta is not coronary
+    origin = (float(xc[0]), float(yc[0]), float(zc[0]))
+    params = {"seed": seed, "size": size, "increment": increment, "thickness": thickness, "burden": burden,
+              "noise_hu": noise_hu, "pixel_mm": pixel, "body_half_axes_mm": [a, b]}
+    return ThoraxPhantom(hu=hu, labels=labels, distractors=distractors,
+                         spacing_zyx=(increment, pixel, pixel), origin_lps=origin, slice_thickness=thickness,
+                         heart_center_lps=tuple(float(v) for v in heart_c), plaques=plaques, params=params)
+
+
+def _grow(tag: np.ndarray) -> np.ndarray:
+    """Tags grown by one voxel (max filter), computed only around the tagged voxels."""
+    where = np.nonzero(tag.any(axis=(1, 2)))[0], np.nonzero(tag.any(axis=(0, 2)))[0], np.nonzero(tag.any(axis=(0, 1)))[0]
+    out = np.zeros_like(tag)
+    if any(len(w) == 0 for w in where):
+        return out
+    sl = tuple(slice(max(0, int(w[0]) - 1), int(w[-1]) + 2) for w in where)
+    out[sl] = ndimage.maximum_filter(tag[sl], size=3)
+    return out
+
+
+def _paint_bones(canvas: _Canvas, rng: np.random.Generator, ai: float, bi: float, spine_y: float,
+                 heart_c: np.ndarray, tag: np.ndarray) -> None:
+    """Vertebrae, ribs and sternum: dense bone that a CAC model must ignore."""
+    z0, z1 = canvas.zc[0] - 30.0, canvas.zc[-1] + 30.0
+    level = z0 + rng.uniform(0.0, 27.0)
+    while level < z1:
+        centre = np.array([0.0, spine_y, 0.0])
+        top = level + 22.0
+        canvas.paint_tube(np.array([centre + [0, 0, level], centre + [0, 0, top]]), 17.0, 650.0, tag=(tag, 1), tag_margin=1.5)
+        canvas.paint_tube(np.array([centre + [0, 0, level + 2], centre + [0, 0, top - 2]]), 14.5, 230.0)
+        canvas.paint_tube(np.array([centre + [0, 26, level + 4], centre + [0, 42, level + 12]]), 5.0, 500.0,
+                          tag=(tag, 1), tag_margin=1.5)
+        level = top + 5.0
+    canvas.paint_tube(np.array([[0, spine_y + 21, z0], [0, spine_y + 21, z1]]), 8.0, 20.0)  # canal
+    rib_z = canvas.zc[-1] + rng.uniform(0.0, 25.0)
+    while rib_z > canvas.zc[0] - 60.0:
+        for side in (-1.0, 1.0):
+            angles = np.radians(np.linspace(-80.0, 70.0, 30))  # -90 = posterior, 90 = anterior
+            pts = np.stack([side * (ai - 7.0) * np.cos(angles), (bi - 7.0) * -np.sin(angles),
+                            rib_z - 40.0 * (np.sin(angles) + 1.0) / 2.0], axis=1)
+            canvas.paint_tube(pts, 4.5, 520.0, tag=(tag, 1), tag_margin=1.5)
+        rib_z -= rng.uniform(22.0, 28.0)
+    y_st = -(bi - 9.0)
+    st = np.array([[0.0, y_st, heart_c[2] - 45.0], [0.0, y_st - 2.0, heart_c[2] + 110.0]])
+    canvas.paint_tube(st, 8.0, 480.0, tag=(tag, 1), tag_margin=1.5)
+    canvas.paint_tube(st, 5.5, 240.0)
+
+
+def _paint_coronary_plaques(canvas: _Canvas, rng: np.random.Generator, tree: dict[str, np.ndarray],
+                            vessel_r: dict[str, float], burden: str, tag: np.ndarray) -> list[Plaque]:
+    """Eccentric calcified plaques along the arteries; the burden sets how many and how big."""
+    counts = {"zero": (0, 0), "mild": (1, 3), "moderate": (3, 7), "severe": (7, 14)}[burden]
+    n = int(rng.integers(counts[0], counts[1] + 1))
+    scale = {"zero": 1.0, "mild": 0.8, "moderate": 1.0, "severe": 1.3}[burden]
+    weights = np.array([0.12, 0.4, 0.2, 0.28])
+    plaques = []
+    for _ in range(n):
+        artery = str(rng.choice(ARTERIES, p=weights))
+        line = tree[artery]
+        k = int(rng.integers(0, len(line) - 1)) if artery == "LM" else int(rng.integers(1, max(2, int(len(line) * 0.8))))
+        k = min(k, len(line) - 2)
+        tangent = _unit(line[k + 1] - line[k])
+        normal = _unit(np.cross(tangent, rng.standard_normal(3)))
+        r = vessel_r[artery] * (1.0 - 0.4 * k / len(line))
+        centre = line[k] + normal * r * rng.uniform(0.3, 0.9)
+        half = np.array([rng.uniform(0.8, 4.0), rng.uniform(0.6, 2.0), rng.uniform(0.6, 2.0)]) * scale
+        peak = float(rng.uniform(250.0, 1300.0))
+        rotation = np.stack([tangent, normal, np.cross(tangent, normal)], axis=1)
+        canvas.paint_ellipsoid(centre, half, peak, rotation=rotation, brighten=True,
+                               tag=(tag, ARTERIES.index(artery) + 1))
+        plaques.append(Plaque(artery, tuple(float(v) for v in centre), tuple(float(v) for v in half), peak))
+    return plaques
+
+
+def _paint_aortic_calcium(canvas: _Canvas, rng: np.random.Generator, aorta: np.ndarray, root: np.ndarray,
+                          ao_r: float, tag: np.ndarray) -> None:
+    """Aortic wall and valve calcium: dense, close to the coronaries, and never coronary."""
+    for _ in range(int(rng.integers(0, 6))):
+        k = int(rng.integers(len(aorta) // 6, len(aorta) - 2))
+        tangent = _unit(aorta[k + 1] - aorta[k])
+        normal = _unit(np.cross(tangent, rng.standard_normal(3)))
+        half = np.array([rng.uniform(1.5, 6.0), rng.uniform(0.7, 1.5), rng.uniform(1.0, 4.0)])
+        rotation = np.stack([tangent, normal, np.cross(tangent, normal)], axis=1)
+        canvas.paint_ellipsoid(aorta[k] + normal * (ao_r - 0.5), half, float(rng.uniform(300.0, 1100.0)),
+                               rotation=rotation, brighten=True, tag=(tag, 2))
+    for _ in range(int(rng.integers(0, 4)) if rng.random() < 0.5 else 0):
+        offset = rng.standard_normal(3)
+        offset *= rng.uniform(0.2, 0.7) * ao_r / np.linalg.norm(offset)
+        canvas.paint_ellipsoid(root + offset, rng.uniform(1.0, 3.5, size=3), float(rng.uniform(300.0, 1000.0)),
+                               brighten=True, tag=(tag, 3))

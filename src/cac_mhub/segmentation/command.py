@@ -1,0 +1,37 @@
+"""``cac-mhub models``: list the installed models and their cards."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from .card import CARD_FILE, ModelError, load_card, models_root, verify_files
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("models", help="list installed segmentation models and their cards")
+    parser.add_argument("--root", type=Path, default=None, help="models folder (default: $CAC_MHUB_MODELS or models/)")
+    parser.add_argument("--verify", action="store_true", help="also check the sha256 of every model file")
+    parser.set_defaults(func=cmd_models)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    root = args.root or models_root()
+    folders = sorted(p for p in root.iterdir() if (p / CARD_FILE).is_file()) if root.is_dir() else []
+    if not folders:
+        print(f"no models under {root}")
+        return 1
+    status = 0
+    for folder in folders:
+        try:
+            card = load_card(folder)
+            print(card.summary())
+            if args.verify:
+                verify_files(card)
+                print("  checksums: ok")
+        except ModelError as error:
+            print(f"{folder.name}: INVALID: {error}")
+            status = 1
+        print()
+    return status

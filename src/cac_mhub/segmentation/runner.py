@@ -1,0 +1,146 @@
+"""Load an nnU-Net v2 model folder (after checking its card) and label calcium on a CT grid.
+
+Prediction is in memory through nnU-Net's own ``nnUNetPredictor`` (same preprocessing,
+sliding window and resampling as ``nnUNetv2_predict``), with no NIfTI round trip. When the
+card asks for it, the heart is located first and only that box is segmented, at the scan's
+full in-plane resolution; the result is pasted back onto the full CT grid.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .card import ModelCard, ModelError, load_card, resolve_model, verify_files
+from .localise import locate_heart
+from .nnunet_env import prepare_nnunet_env
+
+log = logging.getLogger("cac_mhub.segmentation")
+
+
+def pick_device(requested: str = "auto") -> Any:
+    """torch device for ``auto`` / ``cuda`` / ``cpu``; ``cuda`` without a GPU is an error."""
+    import torch
+
+    if requested == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda", 0)
+    if requested == "cuda":
+        raise ModelError("device 'cuda' was requested but no CUDA GPU is available")
+    log.info("no GPU found, running on CPU")
+    return torch.device("cpu")
+
+
+@dataclass
+class Segmentation:
+    """Calcium label map on the CT grid plus what the report needs to know about it."""
+
+    array: np.ndarray
+    names: dict[int, str]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class CacModel:
+    """A verified, loaded nnU-Net v2 model, ready to predict many scans."""
+
+    def __init__(self, model: str | Path, device: str = "auto", folds: Sequence[str] | None = None,
+                 mirroring: bool = True, step_size: float = 0.5, threads: int = 0) -> None:
+        prepare_nnunet_env()
+        import torch
+
+        self.card: ModelCard = load_card(resolve_model(str(model)))
+        self.folds = [str(f) for f in folds] if folds else list(self.card.folds)
+        unknown = [f for f in self.folds if f"fold_{f}/{self.card.checkpoint}" not in self.card.files]
+        if unknown:
+            raise ModelError(f"{self.card.ident}: fold(s) {', '.join(unknown)} not in the card "
+                             f"(available: {', '.join(self.card.folds)})")
+        needed = ["dataset.json", "plans.json"] + [f"fold_{f}/{self.card.checkpoint}" for f in self.folds]
+        self.sha256 = verify_files(self.card, needed)
+        self.device = pick_device(device)
+        if threads > 0:
+            torch.set_num_threads(threads)
+        self.step_size = step_size
+        self.mirroring = mirroring
+        self.predictor = self._build_predictor()
+
+    def _build_predictor(self) -> Any:
+        import torch
+        from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+        from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+        from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+        from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+        import json
+
+        folder = self.card.folder
+        dataset_json = json.loads((folder / "dataset.json").read_text())
+        plans_manager = PlansManager(json.loads((folder / "plans.json").read_text()))
+        config = plans_manager.get_configuration(self.card.configuration)
+        parameters, mirror_axes = [], None
+        for i, fold in enumerate(self.folds):
+            checkpoint = _load_checkpoint(folder / f"fold_{fold}" / self.card.checkpoint)
+            parameters.append(checkpoint["network_weights"])
+            if i == 0:
+                mirror_axes = checkpoint.get("inference_allowed_mirroring_axes")
+        channels = determine_num_input_channels(plans_manager, config, dataset_json)
+        heads = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
+        network = get_network_from_plans(
+            config.network_arch_class_name, config.network_arch_init_kwargs,
+            config.network_arch_init_kwargs_req_import, channels, heads, allow_init=False, deep_supervision=False)
+        network.load_state_dict(parameters[0])
+        predictor = nnUNetPredictor(
+            tile_step_size=self.step_size, use_gaussian=True, use_mirroring=self.mirroring,
+            perform_everything_on_device=self.device.type == "cuda", device=self.device,
+            verbose=False, verbose_preprocessing=False, allow_tqdm=False)
+        predictor.manual_initialization(network, plans_manager, config, parameters, dataset_json,
+                                        "nnUNetTrainer", tuple(mirror_axes) if mirror_axes else None)
+        self.mirror_axes = tuple(mirror_axes) if mirror_axes else None
+        del torch
+        return predictor
+
+    def segment(self, hu: np.ndarray, spacing_zyx: Sequence[float], crop: str = "auto",
+                min_hu: float | None = None) -> Segmentation:
+        """Label map (uint8, same shape as ``hu``) with the card's label values.
+
+        ``crop``: ``auto`` follows the card, ``heart`` always crops, ``none`` never does.
+        Voxels below ``min_hu`` (default: the card's, 130 HU) are cleared: calcium by definition.
+        """
+        start = time.perf_counter()
+        use_crop = (crop == "heart") or (crop == "auto" and self.card.localisation.get("method") == "lungs")
+        box_info: dict[str, Any] = {}
+        slices: tuple[slice, ...] = (slice(None),) * 3
+        if use_crop:
+            box_mm = tuple(self.card.localisation.get("box_mm") or ()) or None
+            box = locate_heart(hu, tuple(spacing_zyx), **({"box_mm": box_mm} if box_mm else {}))
+            slices = box.slices
+            box_info = box.as_dict()
+        region = np.ascontiguousarray(hu[slices], dtype=np.float32)
+        predicted = self.predictor.predict_single_npy_array(
+            region[None], {"spacing": [float(s) for s in spacing_zyx]}, None, None, False)
+        out = np.zeros(hu.shape, dtype=np.uint8)
+        out[slices] = np.asarray(predicted, dtype=np.uint8)
+        threshold = self.card.min_hu if min_hu is None else min_hu
+        if threshold is not None:
+            out[hu < threshold] = 0
+        extra = {
+            "model": self.card.ident, "sha256": dict(self.sha256), "folds": list(self.folds),
+            "device": str(self.device), "mirroring": bool(self.mirroring and self.mirror_axes),
+            "step_size": self.step_size, "min_hu": threshold, "crop": box_info or "none",
+            "seconds": round(time.perf_counter() - start, 3),
+        }
+        return Segmentation(out, dict(self.card.labels), extra)
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint already verified by sha256; plain weights load without unpickling code."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - full nnU-Net checkpoints hold numpy objects; the sha256 was checked
+        return torch.load(path, map_location="cpu", weights_only=False)

@@ -1,0 +1,186 @@
+"""One-command training of the default CAC model on synthetic thorax phantoms.
+
+Steps: phantoms (seeds ``seed .. seed+cases-1``) -> heart crop by the same localiser the runner
+uses -> nnU-Net v2 raw dataset -> fingerprint and plans, then the 2D configuration edited for
+small calcium on CPU -> preprocessing -> :class:`CacTrainer` -> export of the network weights only
+(no optimizer state) with its model card and checksums into ``models/<name>/``.
+
+All nnU-Net folders live under ``--work`` (default /tmp/cac_train), never in the repository.
+Run: ``python -m cac_mhub.training --cases 60 --epochs 50`` (or ``make train``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..segmentation.nnunet_env import prepare_nnunet_env
+
+log = logging.getLogger("cac_mhub.training")
+
+DATASET_ID = 501
+DATASET_NAME = f"Dataset{DATASET_ID:03d}_CacPhantom"
+CONFIGURATION = "2d"
+#: In-plane spacing (mm) the network sees; fine enough for 1 mm plaques, coarse enough for CPU.
+TARGET_SPACING_YX = (0.9, 0.9)
+#: One patch covers a whole heart crop (170 x 180 mm at 0.9 mm), so inference is one pass a slice.
+PATCH_YX = (192, 208)
+FEATURES = (16, 32, 64, 128, 128)
+#: Fixed CT intensity statistics (HU): nnU-Net would otherwise derive them from calcium voxels
+#: only and clip away the anatomy that tells arteries, aorta and bone apart.
+CT_INTENSITY = {"max": 3071.0, "mean": 0.0, "median": 0.0, "min": -1024.0,
+                "percentile_00_5": -1000.0, "percentile_99_5": 1500.0, "std": 400.0}
+TRAIN_SEED = 1000
+
+
+def make_case(seed: int) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """A training case: the heart crop of one phantom and its artery labels."""
+    from ..phantom.thorax import generate_thorax
+    from ..segmentation.localise import locate_heart
+
+    rng = np.random.default_rng(seed + 7)
+    burden = str(rng.choice(["zero", "mild", "moderate", "severe"], p=[0.1, 0.3, 0.3, 0.3]))
+    phantom = generate_thorax(seed, burden=burden)
+    box = locate_heart(phantom.hu, phantom.spacing_zyx)
+    return phantom.hu[box.slices].copy(), phantom.labels[box.slices].copy(), phantom.spacing_zyx
+
+
+def _write_case(args: tuple[int, str]) -> str:
+    import SimpleITK as sitk
+
+    seed, raw = args
+    image, labels, spacing = make_case(seed)
+    key = f"phantom_{seed:06d}"
+    for array, path in ((image, Path(raw) / "imagesTr" / f"{key}_0000.nii.gz"),
+                        (labels, Path(raw) / "labelsTr" / f"{key}.nii.gz")):
+        itk = sitk.GetImageFromArray(array)
+        itk.SetSpacing(tuple(float(s) for s in spacing[::-1]))
+        sitk.WriteImage(itk, str(path), useCompression=True)
+    return key
+
+
+def write_dataset(raw_root: Path, cases: int, seed: int, processes: int) -> Path:
+    """Generate ``cases`` phantom crops as an nnU-Net v2 raw dataset; returns its folder."""
+    raw = raw_root / DATASET_NAME
+    (raw / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (raw / "labelsTr").mkdir(parents=True, exist_ok=True)
+    todo = [(s, str(raw)) for s in range(seed, seed + cases)
+            if not (raw / "labelsTr" / f"phantom_{s:06d}.nii.gz").exists()]
+    if todo:
+        with multiprocessing.get_context("spawn").Pool(processes) as pool:
+            for i, key in enumerate(pool.imap_unordered(_write_case, todo)):
+                log.info("case %d/%d %s", i + 1, len(todo), key)
+    dataset_json = {
+        "channel_names": {"0": "CT"},
+        "labels": {"background": 0, "LM": 1, "LAD": 2, "LCX": 3, "RCA": 4},
+        "numTraining": cases,
+        "file_ending": ".nii.gz",
+        "name": DATASET_NAME,
+        "description": "Synthetic thorax phantoms (cac_mhub.phantom.thorax), heart crops; synthetic only.",
+        "phantom_seeds": [seed, seed + cases - 1],
+    }
+    (raw / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
+    return raw
+
+
+def plan_and_preprocess(processes: int) -> dict[str, Any]:
+    """Fingerprint and default plans, then the 2D configuration edited for calcium; preprocess it."""
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import (
+        extract_fingerprints, plan_experiments, preprocess_dataset)
+    from nnunetv2.paths import nnUNet_preprocessed
+
+    extract_fingerprints([DATASET_ID], num_processes=processes, show_progress_bar=False)
+    plan_experiments([DATASET_ID])
+    plans_path = Path(nnUNet_preprocessed) / DATASET_NAME / "nnUNetPlans.json"
+    plans = json.loads(plans_path.read_text())
+    plans = edit_plans(plans)
+    plans_path.write_text(json.dumps(plans, indent=2))
+    preprocess_dataset(DATASET_ID, configurations=(CONFIGURATION,), num_processes=(processes,),
+                       show_progress_bar=False)
+    return plans
+
+
+def edit_plans(plans: dict[str, Any], features: tuple[int, ...] = FEATURES,
+               patch_yx: tuple[int, int] = PATCH_YX, batch_size: int = 6) -> dict[str, Any]:
+    """Keep only a small 2D configuration: fixed spacing, one-crop patch, few features."""
+    config = plans["configurations"]["2d"]
+    n = len(features)
+    config["spacing"] = list(TARGET_SPACING_YX)
+    config["patch_size"] = list(patch_yx)
+    config["batch_size"] = batch_size
+    config["median_image_size_in_voxels"] = list(patch_yx)
+    config["normalization_schemes"] = ["CTNormalization"]
+    config["use_mask_for_norm"] = [False]
+    arch = config["architecture"]["arch_kwargs"]
+    arch["n_stages"] = n
+    arch["features_per_stage"] = list(features)
+    arch["kernel_sizes"] = [[3, 3]] * n
+    arch["strides"] = [[1, 1]] + [[2, 2]] * (n - 1)
+    arch["n_conv_per_stage"] = [2] * n
+    arch["n_conv_per_stage_decoder"] = [2] * (n - 1)
+    plans["configurations"] = {"2d": config}
+    plans["foreground_intensity_properties_per_channel"] = {"0": dict(CT_INTENSITY)}
+    return plans
+
+
+def train(epochs: int, iterations: int, device: str = "cpu") -> Path:
+    """Train fold 'all' with :class:`CacTrainer`; returns the output folder."""
+    import torch
+    from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
+
+    from .trainer import CacTrainer
+
+    plans = json.loads((Path(nnUNet_preprocessed) / DATASET_NAME / "nnUNetPlans.json").read_text())
+    dataset_json = json.loads((Path(nnUNet_raw) / DATASET_NAME / "dataset.json").read_text())
+    plans["continue_training"] = False  # nnU-Net 2.8 reads (and pops) this flag from the plans
+    trainer = CacTrainer(plans, CONFIGURATION, "all", dataset_json, torch.device(device))
+    trainer.num_epochs = epochs
+    trainer.num_iterations_per_epoch = iterations
+    trainer.run_training()
+    return Path(trainer.output_folder)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cac_mhub.training", description=__doc__.split("\n")[0])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/cac_train"), help="nnU-Net work folders")
+    parser.add_argument("--cases", type=int, default=60)
+    parser.add_argument("--seed", type=int, default=TRAIN_SEED, help="first phantom seed")
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--iterations", type=int, default=40, help="training iterations per epoch")
+    parser.add_argument("--processes", type=int, default=2, help="worker processes for data generation")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--name", default="cac-phantom-2d")
+    parser.add_argument("--version", default="0.1.0")
+    parser.add_argument("--models", type=Path, default=Path("models"), help="export target folder")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--skip-data", action="store_true", help="reuse the preprocessed dataset")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    prepare_nnunet_env(args.work, data_workers=1)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    start = time.time()
+    if not args.skip_data:
+        write_dataset(Path(os.environ["nnUNet_raw"]), args.cases, args.seed, args.processes)
+        log.info("dataset written in %.0f s", time.time() - start)
+        plan_and_preprocess(args.processes)
+        log.info("preprocessed after %.0f s", time.time() - start)
+    out = train(args.epochs, args.iterations, args.device)
+    log.info("trained after %.0f s", time.time() - start)
+    from .export import export_model
+
+    target = export_model(out, args.models / args.name, name=args.name, version=args.version,
+                          training={"cases": args.cases, "seeds": [args.seed, args.seed + args.cases - 1],
+                                    "epochs": args.epochs, "iterations_per_epoch": args.iterations,
+                                    "device": args.device, "wall_seconds": round(time.time() - start)})
+    log.info("exported to %s", target)
+    return 0
