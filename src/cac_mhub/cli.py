@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 from . import __version__
@@ -136,7 +136,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             log.warning("the output folder is inside the input folder; it is left out of the scan")
         progress = not args.quiet and sys.stderr.isatty()
         try:
-            instances = _run_with_progress(modules, ctx, progress)
+            instances = run_chain(modules, ctx, progress=progress)
         except ChainError as error:
             log.error("%s", error)
             return 2
@@ -149,13 +149,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             handler.close()
 
 
-def _run_with_progress(modules: list, ctx: Context, progress: bool) -> list:
-    if not progress:
-        return run_chain(modules, ctx, progress=False)
-    from tqdm.contrib.logging import logging_redirect_tqdm
+class _ConsoleHandler(logging.StreamHandler):
+    """Writes through tqdm so that log lines and the progress bar do not overwrite each other."""
 
-    with logging_redirect_tqdm(loggers=[logging.getLogger("cac_mhub")]):
-        return run_chain(modules, ctx, progress=True)
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # noqa: BLE001 - logging must never break the run
+            self.handleError(record)
 
 
 def check_folders(input_dir: Path, output_dir: Path) -> None:
@@ -185,7 +188,7 @@ def setup_logging(output_dir: Path, level: str, quiet: bool) -> list[logging.Han
     logger = logging.getLogger("cac_mhub")
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
-    console = logging.StreamHandler(sys.stderr)
+    console = _ConsoleHandler(sys.stderr)
     console.setLevel(logging.WARNING if quiet else getattr(logging, level.upper()))
     console.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     logfile = logging.FileHandler(output_dir / LOG_NAME, mode="w", encoding="utf-8")
@@ -193,7 +196,12 @@ def setup_logging(output_dir: Path, level: str, quiet: bool) -> list[logging.Han
     logfile.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     for handler in (console, logfile):
         logger.addHandler(handler)
-    os.environ.setdefault("TQDM_DISABLE", "0")
+    # pydicom complains about every non-conforming value it reads (e.g. a hash in a UI field);
+    # that is input quality, not the user's business: keep it out of the console, in the debug log.
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom(\..*)?$")
+    pydicom_log = logging.getLogger("pydicom")
+    pydicom_log.propagate = False
+    pydicom_log.handlers = [logfile] if level == "debug" else [logging.NullHandler()]
     return [console, logfile]
 
 
