@@ -126,8 +126,9 @@ def test_read_back_equals_mask_highdicom_and_own_reader(case, tmp_path: Path) ->
     expected, expected_names = S.to_canonical(labels, NAMES)
 
     seg = hd.seg.segread(path)
-    numbers = seg.get_pixels_by_source_instance(
-        source_sop_instance_uids=volume.sop_instance_uids, combine_segments=True, relabel=False
+    numbers = seg.get_pixels_by_source_instance(  # only slices with calcium are referenced
+        source_sop_instance_uids=volume.sop_instance_uids, combine_segments=True, relabel=False,
+        assert_missing_frames_are_empty=True,
     )
     by_highdicom, names = S.to_canonical(numbers, S.segment_names(seg))
     assert np.array_equal(by_highdicom, expected) and names == expected_names

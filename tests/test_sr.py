@@ -123,7 +123,8 @@ def _headers(n: int) -> list:
         ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, generate_uid()
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
         ds.PatientID, ds.PatientName, ds.Modality = "P1", "Test^Patient", "CT"
-        ds.StudyDate, ds.StudyTime, ds.AccessionNumber, ds.ReferringPhysicianName, ds.StudyID = "20260101", "120000", "", "", "1"
+        ds.StudyDate, ds.StudyTime, ds.StudyID = "20260101", "120000", "1"
+        ds.AccessionNumber, ds.ReferringPhysicianName = "", ""
         ds.PatientBirthDate, ds.PatientSex = "", ""
         result.append(ds)
     return result

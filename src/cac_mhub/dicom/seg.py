@@ -102,7 +102,7 @@ def plan_segments(array: np.ndarray, names: Mapping[int, str]) -> list[Segment]:
 
     Label values whose name is not an artery count as CAC; several values may share a name.
     """
-    present = {int(v) for v in np.unique(array[occupied_slices(array)]) if v != 0}
+    present = label_values_present(array)
     by_name: dict[str, list[int]] = {}
     for value in sorted(present):
         name = names.get(value, UNASSIGNED)
@@ -116,14 +116,26 @@ def occupied_slices(array: np.ndarray) -> np.ndarray:
     return np.flatnonzero(array.reshape(array.shape[0], -1).any(axis=1))
 
 
-def segment_number_map(array: np.ndarray, segments: Sequence[Segment]) -> np.ndarray:
-    """Label map -> uint8 array of segment numbers (0 = background)."""
+def label_values_present(array: np.ndarray) -> set[int]:
+    """The non-zero values of a label map, looking only at the slices that have any."""
+    values = array[occupied_slices(array)]
+    values = values[values != 0]
+    return {int(v) for v in np.unique(values)}
+
+
+def segment_lut(segments: Sequence[Segment]) -> np.ndarray:
+    """Lookup table: label value (0..255) -> segment number."""
     lut = np.zeros(256, np.uint8)
     for segment in segments:
         lut[list(segment.values)] = segment.number
+    return lut
+
+
+def segment_number_map(array: np.ndarray, segments: Sequence[Segment]) -> np.ndarray:
+    """Label map -> uint8 array of segment numbers (0 = background)."""
     out = np.zeros(array.shape, np.uint8)
     occupied = occupied_slices(array)
-    out[occupied] = lut[array[occupied].astype(np.uint8, copy=False)]
+    out[occupied] = segment_lut(segments)[array[occupied].astype(np.uint8, copy=False)]
     return out
 
 
@@ -189,7 +201,8 @@ def build_seg(
     """A BINARY highdicom Segmentation of ``label_array`` (``[z, y, x]``, one slice per header).
 
     ``source_headers`` must be in the array's z order (see :func:`headers_in_volume_order`).
-    Only frames containing calcium are encoded, which keeps a 300-slice series fast. With no
+    Only the slices containing calcium become frames and are referenced (as dcmqi does): highdicom
+    checks every source image it is given, so this keeps a 300-slice series fast. With no
     calcium, returns None unless ``write_empty``: then one empty CAC segment on the first slice
     (the smallest valid SEG that still files into the study).
     """
@@ -202,8 +215,9 @@ def build_seg(
         raise ValueError(f"label map {label_array.shape[1:]} != CT matrix {first.Rows}x{first.Columns}")
     segments = plan_segments(label_array, names)
     if segments:
-        pixels = segment_number_map(label_array, segments)
-        sources = list(source_headers)
+        occupied = occupied_slices(label_array)
+        pixels = segment_lut(segments)[label_array[occupied].astype(np.uint8, copy=False)]
+        sources = [source_headers[z] for z in occupied]
     elif write_empty:
         segments = [Segment(1, UNASSIGNED, ())]
         pixels = np.zeros((1,) + label_array.shape[1:], np.uint8)
@@ -230,7 +244,7 @@ def build_seg(
         content_description=content,
         content_creator_name=None,
         series_description=series_description,
-        omit_empty_frames=len(sources) > 1,
+        omit_empty_frames=bool(segments[0].values),
     )
     _fix_slice_spacing(seg)
     return seg
@@ -550,7 +564,7 @@ def to_canonical(numbers: np.ndarray, names: Mapping[int, str]) -> tuple[np.ndar
         lut[int(value)] = CANONICAL_VALUES[name]
         used[CANONICAL_VALUES[name]] = name
     occupied = occupied_slices(numbers)
-    present = {int(v) for v in np.unique(numbers[occupied])} - {0}
+    present = label_values_present(numbers)
     unnamed = sorted(present - {int(v) for v in names})
     if unnamed:
         raise ValueError(f"label values {unnamed} have no artery mapping")

@@ -223,10 +223,12 @@ def _evaluations(data: Mapping[str, Any]) -> list[Any]:
     if category:
         group = data.get("risk_group")
         value = f"RISK{group}" if group is not None else str(category).upper().replace(" ", "")[:16]
-        result.append(hd.sr.QualitativeEvaluation(_risk_name(), hd.sr.CodedConcept(value, PRIVATE_SCHEME, str(category))))
+        code = hd.sr.CodedConcept(value, PRIVATE_SCHEME, str(category))
+        result.append(hd.sr.QualitativeEvaluation(_risk_name(), code))
     drs = data.get("cac_drs")
     if drs:
-        result.append(hd.sr.QualitativeEvaluation(_drs_name(), hd.sr.CodedConcept(str(drs)[:16], PRIVATE_SCHEME, str(drs))))
+        code = hd.sr.CodedConcept(str(drs)[:16], PRIVATE_SCHEME, str(drs))
+        result.append(hd.sr.QualitativeEvaluation(_drs_name(), code))
     return result
 
 

@@ -35,7 +35,8 @@ class DsegConverter(Module):
 
     def run(self, instance: Instance, ctx: Context) -> None:
         if instance.series is None or instance.volume is None or instance.labels is None:
-            raise ValueError("DsegConverter needs a volume and labels (run NiftiConverter and a segmentation module first)")
+            raise ValueError("DsegConverter needs a volume and labels "
+                             "(run NiftiConverter and a segmentation module first)")
         volume, labels = instance.volume, instance.labels
         try:
             headers = headers_in_volume_order(instance.series.headers, volume)
