@@ -63,6 +63,12 @@ def test_sr_references_seg_segments_and_source_images(reported) -> None:
     assert evidence[headers[0].SeriesInstanceUID] == {h.SOPInstanceUID for h in headers}
     assert evidence[seg.SeriesInstanceUID] == {seg.SOPInstanceUID}
     assert ds.ContentTemplateSequence[0].TemplateIdentifier == "1500"
+    # the artery groups carry the tracking UIDs of their SEG segments
+    import highdicom as hd
+
+    report = hd.sr.Comprehensive3DSR.from_dataset(ds).content
+    tracking = {str(g.tracking_identifier): g.tracking_uid for g in report.get_volumetric_roi_measurement_groups()}
+    assert tracking == {f"CAC {s.SegmentLabel}": s.TrackingUID for s in seg.SegmentSequence}
     assert (ds.Manufacturer, ds.SoftwareVersions) == ("cac-mhub", __version__)
 
 

@@ -287,7 +287,6 @@ def read_sr(sr: Dataset) -> dict[str, Any]:
         if segment is not None:
             result["segments"][name] = (
                 str(segment.referenced_sop_instance_uid),
-                int(segment.referenced_segment_numbers[0]) if hasattr(segment, "referenced_segment_numbers")
-                else int(segment.ReferencedSegmentNumber),
+                int(segment.referenced_segment_numbers[0]),
             )
     return result
