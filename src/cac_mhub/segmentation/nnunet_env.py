@@ -23,5 +23,6 @@ def prepare_nnunet_env(work_dir: Path | None = None, data_workers: int = 1) -> P
             (base / sub).mkdir(parents=True, exist_ok=True)
             os.environ[var] = str(base / sub)
     os.environ.setdefault("nnUNet_n_proc_DA", str(data_workers))
-    os.environ.setdefault("nnUNet_def_n_proc", str(max(1, data_workers)))
+    # nnU-Net caps torch threads at inference to this number: use every core we have.
+    os.environ.setdefault("nnUNet_def_n_proc", str(os.cpu_count() or 1))
     return base

@@ -119,11 +119,11 @@ class CacModel:
             box = locate_heart(hu, tuple(spacing_zyx), **({"box_mm": box_mm} if box_mm else {}))
             slices = box.slices
             box_info = box.as_dict()
-        region = np.ascontiguousarray(hu[slices], dtype=np.float32)
-        predicted = self.predictor.predict_single_npy_array(
-            region[None], {"spacing": [float(s) for s in spacing_zyx]}, None, None, False)
+        region = hu[slices]
+        small, target = self._to_network_grid(region, spacing_zyx)
+        predicted = self.predictor.predict_single_npy_array(small[None], {"spacing": target}, None, None, False)
         out = np.zeros(hu.shape, dtype=np.uint8)
-        out[slices] = np.asarray(predicted, dtype=np.uint8)
+        out[slices] = _nearest_resize(np.asarray(predicted, dtype=np.uint8), region.shape)
         threshold = self.card.min_hu if min_hu is None else min_hu
         if threshold is not None:
             out[hu < threshold] = 0
@@ -134,6 +134,38 @@ class CacModel:
             "seconds": round(time.perf_counter() - start, 3),
         }
         return Segmentation(out, dict(self.card.labels), extra)
+
+
+    def _to_network_grid(self, region: np.ndarray, spacing_zyx: Sequence[float]) -> tuple[np.ndarray, list[float]]:
+        """Resample to the plans' spacing with (bi/tri)linear interpolation in torch.
+
+        Why not nnU-Net's own resampling: its cubic spline on the image and its linear resize of
+        every class's logits back to the CT grid cost more than the network on CPU. Resampling
+        the image here makes nnU-Net's resampling a no-op; the label map comes back at network
+        resolution and is mapped onto the CT grid by nearest neighbour, then cut at 130 HU.
+        """
+        import torch
+        import torch.nn.functional as F
+
+        spacing = [float(s) for s in spacing_zyx]
+        target_cfg = [float(s) for s in self.predictor.configuration_manager.spacing]
+        target = spacing[: 3 - len(target_cfg)] + target_cfg
+        shape = [max(1, int(round(n * s / t))) for n, s, t in zip(region.shape, spacing, target)]
+        data = torch.from_numpy(np.ascontiguousarray(region, dtype=np.float32))
+        if list(shape) == list(region.shape):
+            return data.numpy(), target
+        if shape[0] == region.shape[0]:  # in-plane only: bilinear per slice
+            out = F.interpolate(data[:, None], size=shape[1:], mode="bilinear", align_corners=False)[:, 0]
+        else:
+            out = F.interpolate(data[None, None], size=shape, mode="trilinear", align_corners=False)[0, 0]
+        # Reported at the plans' spacing, so nnU-Net finds nothing left to resample.
+        return out.numpy(), target
+
+
+def _nearest_resize(labels: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Nearest-neighbour resize of a label map (voxel centres mapped onto the small grid)."""
+    index = [np.minimum((np.arange(n) + 0.5) * m / n, m - 1).astype(np.intp) for n, m in zip(shape, labels.shape)]
+    return labels[np.ix_(*index)]
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
