@@ -241,3 +241,29 @@ def test_rescore_workflow_from_seg_writes_seg_sr_and_the_analytic_score(case, en
     assert back["agatston"] == pytest.approx(report["scores"]["agatston"])
     assert back["per_artery"]["LAD"]["agatston"] == pytest.approx(EXPECTED["LAD"])
     assert set(back["segments"]) == {"LAD", "RCA", "CAC"}
+
+
+def test_rescore_workflow_from_label_files_and_a_mismatched_one(case, tmp_path: Path) -> None:
+    root, files, headers, volume, labels = case
+    (root / "in").mkdir(exist_ok=True)
+    for f in files:
+        shutil.copy(f, root / "in" / f.name)
+    raw = np.zeros(labels.shape, np.uint8)
+    raw[labels == 2], raw[labels == 4], raw[labels == 9] = 1, 2, 3
+    write_label_file(case, raw, f"{headers[0].SeriesInstanceUID}.nii.gz")
+    # a second series (another study) whose label file is on a shifted grid
+    other_files, other_headers, other_volume, other_labels = make_case(tmp_path / "second")
+    (root / "in" / "second").mkdir()
+    for f in other_files:
+        shutil.copy(f, root / "in" / "second" / f.name)
+    shifted = replace(other_volume, origin_lps=(-20.0, -20.0, -47.5))
+    write_label_file(case, other_labels, f"{other_headers[0].SeriesInstanceUID}.nii.gz", volume=shifted)
+    out = root / "out"
+    assert _run(root / "in", out, "modules.SegmentationImporter.label_map={1: LAD, 2: RCA, 3: CAC}") == 0
+    good = json.loads((out / str(headers[0].SeriesInstanceUID) / "report.json").read_text())
+    assert good["scores"]["agatston"] == pytest.approx(sum(EXPECTED.values()))
+    assert good["scores"]["per_artery"]["RCA"]["agatston"] == pytest.approx(EXPECTED["RCA"])
+    bad = json.loads((out / str(other_headers[0].SeriesInstanceUID) / "report.json").read_text())
+    assert bad["status"] == "failed" and "GeometryMismatch" in bad["reason"] and "origin" in bad["reason"]
+    assert "scores" not in bad or bad["scores"] is None
+    assert not (out / str(other_headers[0].SeriesInstanceUID) / "cac.seg.dcm").exists()
