@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..io import atomic_path, atomic_write_text
+from ..io import atomic_write_text
 
 
 def register(subparsers: Any) -> None:
@@ -38,9 +38,9 @@ def write_case(out_dir: Path, seed: int, size: int = 512, increment: float | Non
         image = sitk.GetImageFromArray(array)
         image.SetSpacing(tuple(float(s) for s in phantom.spacing_zyx[::-1]))
         image.SetOrigin(phantom.origin_lps)
-        with atomic_path(out_dir / f"{name}.nii.gz") as tmp:
-            sitk.WriteImage(image, str(tmp.with_suffix(".nii.gz")), useCompression=True)
-            tmp.with_suffix(".nii.gz").replace(tmp)
+        partial = out_dir / f".{name}.partial.nii.gz"  # SimpleITK picks the format from the suffix
+        sitk.WriteImage(image, str(partial), useCompression=True)
+        partial.replace(out_dir / f"{name}.nii.gz")
     truth = {
         "seed": seed, "params": phantom.params, "labels": phantom.names, "distractor_codes": DISTRACTOR_CODES,
         "heart_center_lps": phantom.heart_center_lps, "series_uid": spec.series_uid,
