@@ -32,14 +32,12 @@ RUN "${PYTHON}" -m venv "${VIRTUAL_ENV}"
 
 # Pinned dependencies first (the big, rarely changing layer). WHEELHOUSE_URL, when set, makes the
 # build use only that wheel folder (an offline build; see scripts/docker_smoke.sh), else PyPI.
-# pip and setuptools are pinned here because `pip freeze` leaves them out of the lock (the
-# Makefile's pip; torch needs setuptools >= 77). `pip check` fails the build on any gap.
+# docker/requirements-tooling.txt pins what `pip freeze` leaves out of the lock; `pip check`
+# fails the build on any requirement the two files leave unmet.
 ARG WHEELHOUSE_URL=
-ARG PIP_VERSION=25.2
-ARG SETUPTOOLS_VERSION=84.2.1
-COPY requirements.lock /tmp/cac-mhub/requirements.lock
+COPY docker/requirements-tooling.txt requirements.lock /tmp/cac-mhub/
 RUN if [ -n "${WHEELHOUSE_URL}" ]; then export PIP_NO_INDEX=1 PIP_FIND_LINKS="${WHEELHOUSE_URL}"; fi \
-    && pip install --no-cache-dir --no-deps "pip==${PIP_VERSION}" "setuptools==${SETUPTOOLS_VERSION}" \
+    && pip install --no-cache-dir --no-deps -r /tmp/cac-mhub/requirements-tooling.txt \
     && pip install --no-cache-dir --no-deps -r /tmp/cac-mhub/requirements.lock \
     && pip check
 

@@ -108,19 +108,16 @@ if [ -z "$PY" ]; then
     if [ -x "$REPO/.venv/bin/python" ]; then PY="$REPO/.venv/bin/python"; else PY=python3; fi
 fi
 "$PY" -m pip --version >/dev/null 2>&1 || skip "no python with pip on the host ($PY)"
-dockerfile_arg() { sed -n "s/^ARG $1=//p" "$REPO/Dockerfile" | head -n 1; }
-pip_version=$(dockerfile_arg PIP_VERSION)
-setuptools_version=$(dockerfile_arg SETUPTOOLS_VERSION)
 wheels="$CACHE/wheels"
-stamp=$(cat "$REPO/requirements.lock" "$REPO/pyproject.toml" | sha256sum | cut -c1-16)-$pip_version-$setuptools_version
+tooling="$REPO/docker/requirements-tooling.txt"
+stamp=$(cat "$REPO/requirements.lock" "$tooling" | sha256sum | cut -c1-16)
 if [ "$(cat "$wheels/.stamp" 2>/dev/null)" != "$stamp" ]; then
     say "gathering the pinned wheels ..."
     rm -rf "$wheels" && mkdir -p "$wheels"
     timeout 1200 "$PY" -m pip wheel --quiet --no-deps -r "$REPO/requirements.lock" -w "$wheels" >"$WORK/wheels.log" 2>&1 \
         || skip "cannot gather the pinned wheels (no package index?): $(tail -n 1 "$WORK/wheels.log")"
-    timeout 300 "$PY" -m pip download --quiet --no-deps -d "$wheels" "pip==$pip_version" \
-        "setuptools==$setuptools_version" "wheel==0.45.1" >>"$WORK/wheels.log" 2>&1 \
-        || skip "cannot gather pip/setuptools/wheel: $(tail -n 1 "$WORK/wheels.log")"
+    timeout 300 "$PY" -m pip download --quiet --no-deps -d "$wheels" -r "$tooling" >>"$WORK/wheels.log" 2>&1 \
+        || skip "cannot gather the tooling wheels: $(tail -n 1 "$WORK/wheels.log")"
     echo "$stamp" >"$wheels/.stamp"
 fi
 port=38417
@@ -220,6 +217,9 @@ if owners != {1000}:
 leftovers = [p.name for p in out.rglob("*") if p.name.startswith(".") or p.name.endswith((".tmp", ".part"))]
 if leftovers:
     problems.append(f"temporary files left: {leftovers[:5]}")
+private = sorted(p.name for p in out.rglob("*") if p.is_file() and not p.stat().st_mode & 0o004)
+if private:  # a host user other than uid 1000 could not read these
+    print(f"WARNING: outputs not world-readable: {private[:6]}")
 print(f"series: {statuses}")
 sys.exit("; ".join(problems) if problems else 0)
 PY

@@ -89,8 +89,13 @@ def test_dependencies_come_pinned_from_the_lock() -> None:
     assert unpinned == []
     pins = dict(r.split("==", 1) for r in requirements if "==" in r)
     assert pins.get("torch") == "2.14.1"
+    tooling = (REPO / "docker/requirements-tooling.txt").read_text(encoding="utf-8").splitlines()
+    tooling_pins = dict(line.split("==", 1) for line in tooling if line and not line.startswith("#"))
+    assert {"pip", "setuptools", "wheel"} <= set(tooling_pins), "what pip freeze leaves out must be pinned"
     runs = " ".join(instructions("RUN"))
+    assert "-r /tmp/cac-mhub/requirements-tooling.txt" in runs
     assert "-r /tmp/cac-mhub/requirements.lock" in runs
+    assert "pip check" in runs
     # Every pip install in the image is either the lock or the local package, with --no-deps, so
     # nothing unpinned can be resolved at build time.
     for command in re.findall(r"pip install [^&]*", runs):
