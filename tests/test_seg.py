@@ -106,6 +106,7 @@ def test_seg_content_codes_algorithm_and_references(case, tmp_path: Path) -> Non
     assert (algorithm.AlgorithmName, algorithm.AlgorithmVersion) == ("cac-mhub", __version__)
     assert "model:test@1" in algorithm.AlgorithmParameters
     assert "RecommendedDisplayCIELabValue" in lad
+    assert lad.SegmentDescription == "Calcium in the left anterior descending artery"
 
 
 def test_seg_passes_dciodvfy(case, tmp_path: Path) -> None:

@@ -172,8 +172,9 @@ def segment_descriptions(segments: Sequence[Segment], algorithm: AlgorithmInfo) 
     """highdicom SegmentDescriptions with the codes, colours and algorithm of each segment."""
     import highdicom as hd
 
-    return [
-        hd.seg.SegmentDescription(
+    result = []
+    for s in segments:
+        item = hd.seg.SegmentDescription(
             segment_number=s.number,
             segment_label=s.name,
             segmented_property_category=CATEGORY,
@@ -185,8 +186,9 @@ def segment_descriptions(segments: Sequence[Segment], algorithm: AlgorithmInfo) 
             anatomic_regions=[ANATOMY[s.name]],
             display_color=hd.color.CIELabColor.from_rgb(*COLOURS[s.name]),
         )
-        for s in segments
-    ]
+        item.SegmentDescription = DESCRIPTIONS[s.name]  # as the dcmqi engine writes it
+        result.append(item)
+    return result
 
 
 def build_seg(
