@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from dataclasses import replace
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
@@ -262,3 +263,35 @@ def test_to_canonical_rejects_unmapped_values() -> None:
         S.to_canonical(labels, {1: "LAD"})
     out, names = S.to_canonical(labels, {1: "LAD", 2: "ignore"})
     assert names == {2: "LAD"} and out[0, 0, 0] == 2 and out[1, 1, 1] == 0
+
+
+def test_round_trip_of_random_sparse_label_maps(tmp_path: Path) -> None:
+    """Any sparse label map (values 1..6, any artery names) survives SEG write + read exactly."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+    from hypothesis.extra.numpy import arrays
+
+    hu = np.zeros((8, 16, 16), np.int16)
+    files = write_ct_series(hu, tmp_path / "small", SPACING, ORIGIN)
+    headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    volume = Volume(hu=hu, spacing_zyx=SPACING, origin_lps=ORIGIN,
+                    sop_instance_uids=[str(h.SOPInstanceUID) for h in headers])
+    choice = st.sampled_from(["LM", "LAD", "LCX", "RCA", "CAC"])
+
+    @settings(max_examples=15, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+    @given(arrays(np.uint8, hu.shape, elements=st.sampled_from([0] * 12 + [1, 2, 3, 4, 5, 6])),
+           st.fixed_dictionaries({v: choice for v in range(1, 7)}))
+    def check(labels: np.ndarray, names: dict[int, str]) -> None:
+        seg = S.build_seg(headers, labels, names, S.AlgorithmInfo())
+        if not labels.any():
+            assert seg is None
+            return
+        buffer = BytesIO()
+        seg.save_as(buffer)
+        buffer.seek(0)
+        ds = pydicom.dcmread(buffer)
+        back, back_names = S.to_canonical(S.read_seg(ds, volume).segment_numbers, S.segment_names(ds))
+        expected, expected_names = S.to_canonical(labels, names)
+        assert np.array_equal(back, expected) and back_names == expected_names
+
+    check()

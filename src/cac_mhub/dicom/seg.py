@@ -407,10 +407,10 @@ def slice_positions(volume: Volume) -> np.ndarray:
 def _functional(seg: Dataset, frame: int, sequence: str) -> Dataset | None:
     """A functional group item of one frame, per-frame first, then shared."""
     per_frame = getattr(seg, "PerFrameFunctionalGroupsSequence", None)
-    if per_frame is not None and sequence in per_frame[frame]:
+    if per_frame is not None and per_frame[frame].get(sequence):
         return per_frame[frame][sequence][0]
     shared = getattr(seg, "SharedFunctionalGroupsSequence", None)
-    if shared and sequence in shared[0]:
+    if shared and shared[0].get(sequence):
         return shared[0][sequence][0]
     return None
 
