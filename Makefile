@@ -33,3 +33,9 @@ clean:
 # Rewrite the README's configuration reference from the modules' declared options.
 readme: venv
 	$(BIN)/python -c "import re,pathlib; from cac_mhub.cli import options_reference as o; p=pathlib.Path('README.md'); t=p.read_text(); p.write_text(re.sub(r'(<!-- options:begin -->\n).*?(<!-- options:end -->)', lambda m: m.group(1)+o()+'\n'+m.group(2), t, flags=re.S))"
+
+# Train the default CAC model on synthetic phantoms and export it to models/cac-phantom-2d
+# (CPU: about an hour on 2 cores; nnU-Net work folders go to /tmp/cac_train). See docs/model.md.
+.PHONY: train
+train: venv
+	$(BIN)/python -m cac_mhub.training --work /tmp/cac_train --models models $(ARGS)

@@ -8,6 +8,8 @@ full in-plane resolution; the result is pasted back onto the full CT grid.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import time
 from dataclasses import dataclass, field
@@ -70,12 +72,12 @@ class CacModel:
         self.predictor = self._build_predictor()
 
     def _build_predictor(self) -> Any:
-        import torch
+        import json
+
         from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
         from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
         from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
         from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-        import json
 
         folder = self.card.folder
         dataset_json = json.loads((folder / "dataset.json").read_text())
@@ -93,14 +95,14 @@ class CacModel:
             config.network_arch_class_name, config.network_arch_init_kwargs,
             config.network_arch_init_kwargs_req_import, channels, heads, allow_init=False, deep_supervision=False)
         network.load_state_dict(parameters[0])
-        predictor = nnUNetPredictor(
-            tile_step_size=self.step_size, use_gaussian=True, use_mirroring=self.mirroring,
-            perform_everything_on_device=self.device.type == "cuda", device=self.device,
-            verbose=False, verbose_preprocessing=False, allow_tqdm=False)
+        with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net prints a CPU notice we log ourselves
+            predictor = nnUNetPredictor(
+                tile_step_size=self.step_size, use_gaussian=True, use_mirroring=self.mirroring,
+                perform_everything_on_device=self.device.type == "cuda", device=self.device,
+                verbose=False, verbose_preprocessing=False, allow_tqdm=False)
         predictor.manual_initialization(network, plans_manager, config, parameters, dataset_json,
                                         "nnUNetTrainer", tuple(mirror_axes) if mirror_axes else None)
         self.mirror_axes = tuple(mirror_axes) if mirror_axes else None
-        del torch
         return predictor
 
     def segment(self, hu: np.ndarray, spacing_zyx: Sequence[float], crop: str = "auto",

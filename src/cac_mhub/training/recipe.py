@@ -6,7 +6,7 @@ small calcium on CPU -> preprocessing -> :class:`CacTrainer` -> export of the ne
 (no optimizer state) with its model card and checksums into ``models/<name>/``.
 
 All nnU-Net folders live under ``--work`` (default /tmp/cac_train), never in the repository.
-Run: ``python -m cac_mhub.training --cases 60 --epochs 50`` (or ``make train``).
+Run: ``python -m cac_mhub.training`` (or ``make train``); the defaults made the shipped model.
 """
 
 from __future__ import annotations
@@ -151,9 +151,9 @@ def train(epochs: int, iterations: int, device: str = "cpu") -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cac_mhub.training", description=__doc__.split("\n")[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/cac_train"), help="nnU-Net work folders")
-    parser.add_argument("--cases", type=int, default=60)
+    parser.add_argument("--cases", type=int, default=80)
     parser.add_argument("--seed", type=int, default=TRAIN_SEED, help="first phantom seed")
-    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--epochs", type=int, default=80)
     parser.add_argument("--iterations", type=int, default=40, help="training iterations per epoch")
     parser.add_argument("--processes", type=int, default=2, help="worker processes for data generation")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
