@@ -104,7 +104,9 @@ class Instance:
         """Drop the big arrays once the instance is done, keeping its report data."""
         self.volume = None
         self.labels = None
-        if self.series is not None:
+        # a selected CT's headers are no longer needed; unselected series (an input SEG, say)
+        # stay whole in ctx.shared["catalog"] for the instances that come after them
+        if self.series is not None and self.series.selected:
             self.series.headers = self.series.headers[:1]
 
 
