@@ -233,3 +233,18 @@ def test_meta_says_the_model_is_synthetic_and_not_clinical(meta: dict[str, Any])
     assert "not for clinical use" in info["limitations"]["text"].lower()
     assert "not a medical device" in info["use"]["text"].lower()
     assert meta["summary"]["data"]["public"] is False
+
+
+# -- shell scripts --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("shell", "script"), [("sh", "docker/entrypoint.sh"), ("bash", "scripts/docker_smoke.sh")])
+def test_shell_scripts_parse_and_pass_shellcheck(shell: str, script: str) -> None:
+    if shutil.which(shell) is None:
+        pytest.skip(f"no {shell}")
+    syntax = subprocess.run([shell, "-n", str(REPO / script)], capture_output=True, text=True, timeout=30)
+    assert syntax.returncode == 0, syntax.stderr
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck not installed (apt-get install shellcheck)")
+    lint = subprocess.run(["shellcheck", str(REPO / script)], capture_output=True, text=True, timeout=60)
+    assert lint.returncode == 0, lint.stdout

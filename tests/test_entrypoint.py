@@ -6,12 +6,14 @@ CAC_MHUB_OUTPUT_DIR and `cac-mhub` is replaced (CAC_MHUB_BIN) by a recorder or t
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -148,3 +150,24 @@ def test_exit_status_of_the_cli_is_passed_on(tmp_path: Path, data: tuple[Path, P
     failing.chmod(0o755)
     input_dir, output_dir = data
     assert run_entrypoint(cli=failing, input_dir=input_dir, output_dir=output_dir).returncode == 3
+
+
+def test_real_cli_through_the_entrypoint_writes_the_output_layout(tmp_path: Path, make_ct) -> None:
+    """The entrypoint with the real `cac-mhub` (import workflow: no model needed) on synthetic DICOM."""
+    pytest.importorskip("cac_mhub.cli")
+    cli = tmp_path / "cac-mhub"
+    cli.write_text(
+        f'#!/bin/sh\nexec "{sys.executable}" -c '
+        "'import sys; from cac_mhub.cli import main; sys.exit(main(sys.argv[1:]))' \"$@\"\n",
+        encoding="utf-8",
+    )
+    cli.chmod(0o755)
+    input_dir, output_dir = tmp_path / "input_data", tmp_path / "output_data"
+    make_ct(input_dir / "series", hu=np.zeros((12, 16, 16)))
+    result = run_entrypoint("--workflow", "import", "--quiet", cli=cli, input_dir=input_dir, output_dir=output_dir)
+    assert result.returncode == 0, result.stderr
+    reports = list(output_dir.glob("*/report.json"))
+    assert len(reports) == 1
+    assert json.loads(reports[0].read_text(encoding="utf-8"))["status"] == "processed"
+    assert (output_dir / "cohort.csv").is_file() and (output_dir / "cohort.json").is_file()
+    assert [p.name for p in output_dir.iterdir() if p.name.startswith(".")] == []
