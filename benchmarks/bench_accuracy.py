@@ -106,6 +106,7 @@ def evaluate(model: CacModel, seeds: list[int]) -> dict[str, object]:
         print(json.dumps(rows[-1]), flush=True)
     ref = np.array([r["reference"] for r in rows])
     pred = np.array([r["predicted"] for r in rows])
+    groups_ref, groups_pred = [risk_group(v) for v in ref], [risk_group(v) for v in pred]
     return {
         "scans": len(rows),
         "lesion_sensitivity": round(totals["hit"] / max(1, totals["n_true"]), 3),
@@ -115,8 +116,8 @@ def evaluate(model: CacModel, seeds: list[int]) -> dict[str, object]:
         "artery_label_accuracy": round(totals["artery_ok"] / max(1, totals["artery_n"]), 3),
         "agatston_icc_2_1": round(icc_2_1(ref, pred), 3),
         "agatston_spearman": round(float(stats.spearmanr(ref, pred).statistic), 3),
-        "risk_group_weighted_kappa": round(weighted_kappa([risk_group(v) for v in ref], [risk_group(v) for v in pred]), 3),
-        "risk_group_agreement": round(float(np.mean([risk_group(a) == risk_group(b) for a, b in zip(ref, pred)])), 3),
+        "risk_group_weighted_kappa": round(weighted_kappa(groups_ref, groups_pred), 3),
+        "risk_group_agreement": round(float(np.mean(np.equal(groups_ref, groups_pred))), 3),
         "score_on_bone_total": round(sum(r["bone_score"] for r in rows), 1),
         "score_on_aortic_calcium_total": round(sum(r["aortic_score"] for r in rows), 1),
         "scans_with_aortic_calcium": sum(r["aortic_calcium_present"] for r in rows),

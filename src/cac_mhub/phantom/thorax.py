@@ -15,7 +15,7 @@ body axis passes through x = y = 0 and the top of the liver dome is near z = 0. 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy import ndimage
@@ -57,7 +57,7 @@ class ThoraxPhantom:
     plaques: list[Plaque] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
 
-    names = {i + 1: name for i, name in enumerate(ARTERIES)}
+    names: ClassVar[dict[int, str]] = {i + 1: name for i, name in enumerate(ARTERIES)}
 
     def reference_scores(self) -> Any:
         """Exact reference score: the project's Agatston code applied to the true labels."""
@@ -304,7 +304,7 @@ def generate_thorax(
 
 def _grow(tag: np.ndarray) -> np.ndarray:
     """Tags grown by one voxel (max filter), computed only around the tagged voxels."""
-    where = np.nonzero(tag.any(axis=(1, 2)))[0], np.nonzero(tag.any(axis=(0, 2)))[0], np.nonzero(tag.any(axis=(0, 1)))[0]
+    where = [np.nonzero(tag.any(axis=axes))[0] for axes in ((1, 2), (0, 2), (0, 1))]
     out = np.zeros_like(tag)
     if any(len(w) == 0 for w in where):
         return out
@@ -321,7 +321,8 @@ def _paint_bones(canvas: _Canvas, rng: np.random.Generator, ai: float, bi: float
     while level < z1:
         centre = np.array([0.0, spine_y, 0.0])
         top = level + 22.0
-        canvas.paint_tube(np.array([centre + [0, 0, level], centre + [0, 0, top]]), 17.0, 650.0, tag=(tag, 1), tag_margin=1.5)
+        canvas.paint_tube(np.array([centre + [0, 0, level], centre + [0, 0, top]]), 17.0, 650.0,
+                          tag=(tag, 1), tag_margin=1.5)
         canvas.paint_tube(np.array([centre + [0, 0, level + 2], centre + [0, 0, top - 2]]), 14.5, 230.0)
         canvas.paint_tube(np.array([centre + [0, 26, level + 4], centre + [0, 42, level + 12]]), 5.0, 500.0,
                           tag=(tag, 1), tag_margin=1.5)
@@ -352,8 +353,9 @@ def _paint_coronary_plaques(canvas: _Canvas, rng: np.random.Generator, tree: dic
     for _ in range(n):
         artery = str(rng.choice(ARTERIES, p=weights))
         line = tree[artery]
-        k = int(rng.integers(0, len(line) - 1)) if artery == "LM" else int(rng.integers(1, max(2, int(len(line) * 0.8))))
-        k = min(k, len(line) - 2)
+        # LM anywhere; the others mostly proximal and mid, where calcium is most common.
+        stop = len(line) - 1 if artery == "LM" else max(2, int(len(line) * 0.8))
+        k = min(int(rng.integers(0 if artery == "LM" else 1, stop)), len(line) - 2)
         tangent = _unit(line[k + 1] - line[k])
         normal = _unit(np.cross(tangent, rng.standard_normal(3)))
         r = vessel_r[artery] * (1.0 - 0.4 * k / len(line))

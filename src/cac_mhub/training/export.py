@@ -22,7 +22,8 @@ SYNTHETIC_WARNING = (
 
 
 def export_model(fold_dir: Path, target: Path, name: str, version: str, training: dict[str, Any],
-                 checkpoint: str | None = None, description: str | None = None) -> Path:
+                 checkpoint: str | None = None, description: str | None = None,
+                 inference_patch: tuple[int, ...] | None = None) -> Path:
     """Copy plans/dataset.json and a weights-only checkpoint of ``fold_dir`` into ``target``."""
     import torch
 
@@ -49,6 +50,8 @@ def export_model(fold_dir: Path, target: Path, name: str, version: str, training
     torch.save(lean, tmp / f"fold_{fold}" / "checkpoint_final.pth")
     plans = json.loads((base / "plans.json").read_text())
     plans.pop("continue_training", None)
+    if inference_patch:  # fully convolutional: a larger tile at inference covers the whole crop
+        plans["configurations"][lean["init_args"]["configuration"]]["patch_size"] = list(inference_patch)
     (tmp / "plans.json").write_text(json.dumps(plans, indent=2))
     shutil.copyfile(base / "dataset.json", tmp / "dataset.json")
     labels = {int(v): k for k, v in json.loads((base / "dataset.json").read_text())["labels"].items() if int(v) > 0}

@@ -31,8 +31,11 @@ DATASET_NAME = f"Dataset{DATASET_ID:03d}_CacPhantom"
 CONFIGURATION = "2d"
 #: In-plane spacing (mm) the network sees; fine enough for 1 mm plaques, coarse enough for CPU.
 TARGET_SPACING_YX = (0.9, 0.9)
-#: One patch covers a whole heart crop (170 x 180 mm at 0.9 mm), so inference is one pass a slice.
+#: At inference one patch covers a whole heart crop (170 x 180 mm at 0.9 mm): one pass a slice.
 PATCH_YX = (192, 208)
+#: Training uses smaller random patches of the crop (the network is fully convolutional): about
+#: 40 % less compute per step on CPU. The exported plans carry the inference patch.
+TRAIN_PATCH_YX = (160, 160)
 FEATURES = (16, 32, 64, 128, 128)
 #: Fixed CT intensity statistics (HU): nnU-Net would otherwise derive them from calcium voxels
 #: only and clip away the anatomy that tells arteries, aorta and bone apart.
@@ -109,7 +112,7 @@ def plan_and_preprocess(processes: int) -> dict[str, Any]:
 
 
 def edit_plans(plans: dict[str, Any], features: tuple[int, ...] = FEATURES,
-               patch_yx: tuple[int, int] = PATCH_YX, batch_size: int = 6) -> dict[str, Any]:
+               patch_yx: tuple[int, int] = TRAIN_PATCH_YX, batch_size: int = 6) -> dict[str, Any]:
     """Keep only a small 2D configuration: fixed spacing, one-crop patch, few features."""
     config = plans["configurations"]["2d"]
     n = len(features)
@@ -131,14 +134,18 @@ def edit_plans(plans: dict[str, Any], features: tuple[int, ...] = FEATURES,
     return plans
 
 
-def train(epochs: int, iterations: int, device: str = "cpu") -> Path:
+def train(epochs: int, iterations: int, device: str = "cpu",
+          patch_yx: tuple[int, int] = TRAIN_PATCH_YX) -> Path:
     """Train fold 'all' with :class:`CacTrainer`; returns the output folder."""
     import torch
     from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
 
     from .trainer import CacTrainer
 
-    plans = json.loads((Path(nnUNet_preprocessed) / DATASET_NAME / "nnUNetPlans.json").read_text())
+    plans_path = Path(nnUNet_preprocessed) / DATASET_NAME / "nnUNetPlans.json"
+    plans = json.loads(plans_path.read_text())
+    plans["configurations"][CONFIGURATION]["patch_size"] = list(patch_yx)
+    plans_path.write_text(json.dumps(plans, indent=2))
     dataset_json = json.loads((Path(nnUNet_raw) / DATASET_NAME / "dataset.json").read_text())
     plans["continue_training"] = False  # nnU-Net 2.8 reads (and pops) this flag from the plans
     trainer = CacTrainer(plans, CONFIGURATION, "all", dataset_json, torch.device(device))
@@ -153,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/cac_train"), help="nnU-Net work folders")
     parser.add_argument("--cases", type=int, default=80)
     parser.add_argument("--seed", type=int, default=TRAIN_SEED, help="first phantom seed")
-    parser.add_argument("--epochs", type=int, default=80)
+    parser.add_argument("--epochs", type=int, default=36)
     parser.add_argument("--iterations", type=int, default=40, help="training iterations per epoch")
     parser.add_argument("--processes", type=int, default=2, help="worker processes for data generation")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -179,8 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     from .export import export_model
 
     target = export_model(out, args.models / args.name, name=args.name, version=args.version,
+                          inference_patch=PATCH_YX,
                           training={"cases": args.cases, "seeds": [args.seed, args.seed + args.cases - 1],
                                     "epochs": args.epochs, "iterations_per_epoch": args.iterations,
+                                    "train_patch_yx": list(TRAIN_PATCH_YX),
+                                    "target_spacing_yx": list(TARGET_SPACING_YX),
                                     "device": args.device, "wall_seconds": round(time.time() - start)})
     log.info("exported to %s", target)
     return 0
