@@ -148,7 +148,7 @@ def end_to_end(model: str) -> dict[str, object]:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
         seconds = time.perf_counter() - start
         reports = list((Path(tmp) / "out").rglob("report.json"))
-        timings = json.loads(reports[0].read_text()).get("timings") if reports else None
+        timings = json.loads(reports[0].read_text()).get("timings_s") if reports else None
         return {"slices": n, "matrix": "512x512", "returncode": proc.returncode, "seconds_total": round(seconds, 1),
                 "module_timings": timings, "stderr_tail": proc.stderr[-400:] if proc.returncode else ""}
 

@@ -239,3 +239,26 @@ def test_default_model_finds_calcium_on_an_unseen_phantom() -> None:
     dice = 2.0 * np.sum(truth & found) / (truth.sum() + found.sum())
     assert dice >= DEFAULT_DICE_FLOOR, f"Dice {dice:.3f} below floor {DEFAULT_DICE_FLOOR}"
     assert not np.any(found & (phantom.distractors == 1)), "calcium labelled on bone"
+
+
+REAL_THORAX = Path(__file__).resolve().parents[2] / "shared/data/ct/itkelastix_thorax_00"
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not REAL_THORAX.is_dir(), reason="../shared/data/ct/itkelastix_thorax_00 not present")
+def test_heart_localiser_on_a_real_thorax_ct() -> None:
+    """On a real chest CT the box must hold the heart (slices 25-70 and rows 150-300 by inspection)."""
+    import SimpleITK as sitk
+
+    from cac_mhub.segmentation.localise import locate_heart
+
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(REAL_THORAX)))
+    image = reader.Execute()
+    hu = sitk.GetArrayFromImage(image)
+    box = locate_heart(hu, tuple(image.GetSpacing()[::-1]))
+    assert box.method == "lungs"
+    zs, ys, xs = box.slices
+    assert zs.start <= 25 and zs.stop >= 70
+    assert ys.start <= 150 and ys.stop >= 290
+    assert xs.start <= 190 and xs.stop >= 330
