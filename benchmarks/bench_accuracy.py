@@ -139,7 +139,7 @@ def end_to_end(model: str) -> dict[str, object]:
 
     with tempfile.TemporaryDirectory() as tmp:
         case = Path(tmp) / "in"
-        write_case(case, seed=900_999, size=512, increment=1.0, burden="moderate")
+        write_case(case, seed=900_999, size=512, increment=1.0, burden="moderate", z_extent_mm=299.0)
         n = len(list((case / "dicom").glob("*.dcm")))
         cli = [str(Path(sys.executable).parent / "cac-mhub")]
         cmd = [*cli, "run", "--input", str(case / "dicom"), "--output", str(Path(tmp) / "out"),

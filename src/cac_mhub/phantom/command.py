@@ -18,19 +18,20 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--count", type=int, default=1, help="number of cases (seeds seed, seed+1, ...)")
     parser.add_argument("--size", type=int, default=512, help="in-plane matrix size")
     parser.add_argument("--increment", type=float, default=None, help="slice increment in mm (default: random 1-3)")
+    parser.add_argument("--z-extent", type=float, default=None, help="scan length in mm (default: random 200-290)")
     parser.add_argument("--burden", choices=["zero", "mild", "moderate", "severe"], default=None)
     parser.set_defaults(func=cmd_phantom)
 
 
 def write_case(out_dir: Path, seed: int, size: int = 512, increment: float | None = None,
-               burden: str | None = None) -> dict[str, Any]:
+               burden: str | None = None, z_extent_mm: float | None = None) -> dict[str, Any]:
     """Write one phantom: dicom/ series, labels.nii.gz, distractors.nii.gz and truth.json."""
     import SimpleITK as sitk
 
     from ..dicom.synth import CtSeriesSpec, write_ct_series
     from .thorax import DISTRACTOR_CODES, generate_thorax
 
-    phantom = generate_thorax(seed, size=size, increment=increment, burden=burden)
+    phantom = generate_thorax(seed, size=size, increment=increment, burden=burden, z_extent_mm=z_extent_mm)
     spec = CtSeriesSpec(patient_id=f"PHANTOM-{seed:06d}", series_description=f"Synthetic thorax seed {seed}",
                         slice_thickness=phantom.slice_thickness)
     write_ct_series(phantom.hu, out_dir / "dicom", phantom.spacing_zyx, phantom.origin_lps, spec)
@@ -61,7 +62,7 @@ def _reference(phantom: Any) -> dict[str, Any] | str:
 def cmd_phantom(args: argparse.Namespace) -> int:
     for seed in range(args.seed, args.seed + args.count):
         case = args.output / f"phantom_{seed:06d}"
-        truth = write_case(case, seed, args.size, args.increment, args.burden)
+        truth = write_case(case, seed, args.size, args.increment, args.burden, args.z_extent)
         ref = truth["reference"]
         total = ref.get("agatston") if isinstance(ref, dict) else ref
         print(f"{case}: {truth['params']['burden']}, increment {truth['params']['increment']} mm, "
