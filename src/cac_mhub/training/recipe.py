@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/cac_train"), help="nnU-Net work folders")
     parser.add_argument("--cases", type=int, default=80)
     parser.add_argument("--seed", type=int, default=TRAIN_SEED, help="first phantom seed")
-    parser.add_argument("--epochs", type=int, default=36)
+    parser.add_argument("--epochs", type=int, default=90)
     parser.add_argument("--iterations", type=int, default=40, help="training iterations per epoch")
     parser.add_argument("--processes", type=int, default=2, help="worker processes for data generation")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
