@@ -262,3 +262,19 @@ def test_heart_localiser_on_a_real_thorax_ct() -> None:
     assert zs.start <= 25 and zs.stop >= 70
     assert ys.start <= 150 and ys.stop >= 290
     assert xs.start <= 190 and xs.stop >= 330
+
+
+def test_lesion_vote_gives_a_mostly_labelled_lesion_one_label() -> None:
+    from cac_mhub.segmentation.runner import vote_lesions
+
+    calcium = np.zeros((3, 10, 10), bool)
+    calcium[1, 1:4, 1:4] = True  # lesion A, 9 voxels
+    calcium[1, 6:9, 6:9] = True  # lesion B, 9 voxels
+    labels = np.zeros((3, 10, 10), np.uint8)
+    labels[1, 1:4, 1:3] = 2  # A: 6 of 9 labelled, LAD
+    labels[1, 1, 3] = 3  # one LCX voxel in A
+    labels[1, 6, 6] = 4  # B: 1 of 9 labelled
+    out = vote_lesions(labels, calcium)
+    assert np.all(out[1, 1:4, 1:4] == 2)
+    np.testing.assert_array_equal(out[1, 6:9, 6:9], labels[1, 6:9, 6:9])
+    assert out[~calcium].max() == 0

@@ -25,6 +25,8 @@ class NnunetCacRunner(Module):
         "crop": Option(str, "auto", "heart crop: auto (as the card says), heart, none",
                        choices=("auto", "heart", "none")),
         "min_hu": Option((float, type(None)), None, "clear labels below this HU; null: the card's (130)"),
+        "lesion_vote": Option((bool, type(None)), None,
+                              "label each calcium lesion by the network's majority; null: the card's"),
         "threads": Option(int, 0, "torch CPU threads; 0 keeps torch's default"),
     }
 
@@ -55,7 +57,8 @@ class NnunetCacRunner(Module):
         if min(volume.hu.shape) < 2:
             raise SkipInstance(f"volume too small to segment: shape {tuple(volume.hu.shape)}")
         opts = {**{k: o.default for k, o in self.options.items()}, **self.opts}
-        result = self.model.segment(volume.hu, volume.spacing_zyx, crop=opts["crop"], min_hu=opts["min_hu"])
+        result = self.model.segment(volume.hu, volume.spacing_zyx, crop=opts["crop"], min_hu=opts["min_hu"],
+                                    lesion_vote=opts["lesion_vote"])
         instance.labels = Labels(array=result.array, names=result.names,
                                  source=f"model:{self.model.card.ident}", extra=result.extra)
         instance.report["model"] = {"name": self.model.card.name, "version": self.model.card.version,

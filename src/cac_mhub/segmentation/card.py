@@ -45,6 +45,8 @@ class ModelCard:
     localisation: dict[str, Any] = field(default_factory=dict)
     """Empty: run on the whole scan; ``{method: lungs, box_mm: [z, y, x]}``: crop the heart first."""
     min_hu: float | None = 130.0
+    lesion_vote: bool = False
+    """Give each calcium lesion the network's majority label (see ``runner.vote_lesions``)."""
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -100,7 +102,7 @@ def load_card(folder: Path) -> ModelCard:
         configuration=str(nn.get("configuration", "3d_fullres")), folds=folds, checkpoint=checkpoint,
         intended_use=str(raw["intended_use"]).strip(), training_data=str(raw["training_data"]).strip(),
         license=str(raw["license"]), localisation=dict(raw.get("localisation") or {}),
-        min_hu=post.get("min_hu", 130.0), raw=raw)
+        min_hu=post.get("min_hu", 130.0), lesion_vote=bool(post.get("lesion_vote", False)), raw=raw)
 
 
 def verify_files(card: ModelCard, only: list[str] | None = None) -> dict[str, str]:
