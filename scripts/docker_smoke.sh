@@ -46,8 +46,9 @@ is_root() { [ "$(id -u)" = 0 ]; }
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/cac-mhub-smoke.XXXXXX")
 chmod 755 "$WORK"
-DOCKERD_PID="" HTTP_PID=""
+DOCKERD_PID="" HTTP_PID="" CONTAINERS=()
 cleanup() {
+    for name in "${CONTAINERS[@]}"; do docker rm -f "$name" >/dev/null 2>&1 || true; done
     if [ -n "$HTTP_PID" ]; then kill "$HTTP_PID" 2>/dev/null || true; fi
     if [ -n "$DOCKERD_PID" ]; then
         kill "$DOCKERD_PID" 2>/dev/null || true
@@ -234,9 +235,10 @@ run_image() {  # run_image NAME INPUT_DIR OUTPUT_DIR [ARGS...]: docker run --net
     local name=$1 input=$2 output=$3
     shift 3
     prepare_output "$output"
-    local t0
+    local t0 container="cac-mhub-smoke-$name-$$"
+    CONTAINERS+=("$container")
     t0=$(now)
-    if ! timeout "$RUN_TIMEOUT" docker run --rm --network none \
+    if ! timeout "$RUN_TIMEOUT" docker run --rm --name "$container" --network none \
         -v "$input:/app/data/input_data:ro" -v "$output:/app/data/output_data" \
         "$TAG" "$@" >"$WORK/run-$name.log" 2>&1; then
         tail -n 20 "$WORK/run-$name.log"
