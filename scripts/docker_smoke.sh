@@ -123,8 +123,9 @@ if [ "$(cat "$wheels/.stamp" 2>/dev/null)" != "$stamp" ]; then
         || skip "cannot gather the tooling wheels: $(tail -n 1 "$WORK/wheels.log")"
     echo "$stamp" >"$wheels/.stamp"
 fi
+# A fixed port keeps WHEELHOUSE_URL, and so the build cache, the same from run to run.
 port=38417
-if ! "$PY" -c "import socket,sys; s=socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1])))" "$port" 2>/dev/null; then
+if ! "$PY" -c "import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', int(sys.argv[1])))" "$port" 2>/dev/null; then
     port=$("$PY" -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
 fi
 "$PY" -m http.server "$port" --bind 127.0.0.1 --directory "$wheels" >"$WORK/http.log" 2>&1 &
