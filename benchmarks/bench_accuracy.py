@@ -71,14 +71,14 @@ def lesion_counts(truth: np.ndarray, found: np.ndarray) -> tuple[int, int, int, 
     return hit, n_t, true_found, n_f
 
 
-def evaluate(model: CacModel, seeds: list[int]) -> dict[str, object]:
+def evaluate(model: CacModel, seeds: list[int], lesion_vote: bool | None = None) -> dict[str, object]:
     rows = []
     totals = {"hit": 0, "n_true": 0, "true_found": 0, "n_found": 0, "inter": 0, "sum": 0,
               "artery_ok": 0, "artery_n": 0}
     for seed in seeds:
         phantom = generate_thorax(seed)
         start = time.perf_counter()
-        result = model.segment(phantom.hu, phantom.spacing_zyx)
+        result = model.segment(phantom.hu, phantom.spacing_zyx, lesion_vote=lesion_vote)
         seconds = time.perf_counter() - start
         truth, found = phantom.labels > 0, result.array > 0
         hit, n_t, tf, n_f = lesion_counts(truth, found)
@@ -160,9 +160,13 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=12)
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--e2e", action="store_true", help="also time the whole chain on a 512x512x300 scan")
+    parser.add_argument("--lesion-vote", choices=["card", "on", "off"], default="card",
+                        help="whole-lesion majority labels (default: as the model card says)")
     args = parser.parse_args()
     model = CacModel(args.model, device=args.device)
-    summary = evaluate(model, list(range(args.seed, args.seed + args.count)))
+    vote = {"card": None, "on": True, "off": False}[args.lesion_vote]
+    summary = evaluate(model, list(range(args.seed, args.seed + args.count)), vote)
+    summary["lesion_vote"] = model.card.lesion_vote if vote is None else vote
     summary["model"] = model.card.ident
     if args.e2e:
         summary["end_to_end"] = end_to_end(args.model)
