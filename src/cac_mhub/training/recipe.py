@@ -135,8 +135,13 @@ def edit_plans(plans: dict[str, Any], features: tuple[int, ...] = FEATURES,
 
 
 def train(epochs: int, iterations: int, device: str = "cpu",
-          patch_yx: tuple[int, int] = TRAIN_PATCH_YX) -> Path:
-    """Train fold 'all' with :class:`CacTrainer`; returns the output folder."""
+          patch_yx: tuple[int, int] = TRAIN_PATCH_YX, init_weights: Path | None = None,
+          initial_lr: float | None = None) -> Path:
+    """Train fold 'all' with :class:`CacTrainer`; returns the output folder.
+
+    ``init_weights`` (a checkpoint) starts from earlier weights, e.g. to fine-tune a model
+    with a lower ``initial_lr`` when more CPU time is available.
+    """
     import torch
     from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
 
@@ -151,6 +156,12 @@ def train(epochs: int, iterations: int, device: str = "cpu",
     trainer = CacTrainer(plans, CONFIGURATION, "all", dataset_json, torch.device(device))
     trainer.num_epochs = epochs
     trainer.num_iterations_per_epoch = iterations
+    if initial_lr:
+        trainer.initial_lr = initial_lr
+    if init_weights:
+        trainer.initialize()
+        state = torch.load(init_weights, map_location="cpu", weights_only=False)["network_weights"]
+        trainer.network.load_state_dict(state)
     trainer.run_training()
     return Path(trainer.output_folder)
 
@@ -169,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=Path, default=Path("models"), help="export target folder")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--skip-data", action="store_true", help="reuse the preprocessed dataset")
+    parser.add_argument("--init-weights", type=Path, default=None, help="start from this checkpoint's weights")
+    parser.add_argument("--lr", type=float, default=None, help="initial learning rate (nnU-Net default 0.01)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     prepare_nnunet_env(args.work, data_workers=1)
@@ -181,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("dataset written in %.0f s", time.time() - start)
         plan_and_preprocess(args.processes)
         log.info("preprocessed after %.0f s", time.time() - start)
-    out = train(args.epochs, args.iterations, args.device)
+    out = train(args.epochs, args.iterations, args.device, init_weights=args.init_weights, initial_lr=args.lr)
     log.info("trained after %.0f s", time.time() - start)
     from .export import export_model
 
@@ -191,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
                                     "epochs": args.epochs, "iterations_per_epoch": args.iterations,
                                     "train_patch_yx": list(TRAIN_PATCH_YX),
                                     "target_spacing_yx": list(TARGET_SPACING_YX),
-                                    "device": args.device, "wall_seconds": round(time.time() - start)})
+                                    "device": args.device, "wall_seconds": round(time.time() - start),
+                                    "initial_lr": args.lr or 0.01,
+                                    "fine_tuned_from": str(args.init_weights) if args.init_weights else None})
     log.info("exported to %s", target)
     return 0
