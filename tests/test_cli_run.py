@@ -170,3 +170,17 @@ def test_real_edge_cases_folder(shared_ct, tmp_path):
     assert all(r["reason"] or r["status"] == "processed" for r in rows)
     uidless = [r for r in rows if r["series_description"] == "CT Body 3.0"]
     assert uidless and uidless[0]["contrast"] == "True"
+
+
+def test_outputs_are_readable_by_others_as_the_umask_allows(tmp_path, make_ct):
+    import os
+    import stat
+
+    make_ct(tmp_path / "in/s", hu=ball_volume((12, 32, 32)))
+    old = os.umask(0o022)
+    try:
+        assert run(tmp_path / "in", tmp_path / "out") == 0
+    finally:
+        os.umask(old)
+    for path in [tmp_path / "out/cohort.csv", next((tmp_path / "out").glob("*/report.json"))]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
