@@ -15,7 +15,7 @@ from typing import Any
 
 from .. import __version__
 from ..chain import Context, Instance, Module, Option
-from ..io import atomic_write_text
+from ..io import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger("cac_mhub")
 
@@ -35,15 +35,29 @@ class ReportExporter(Module):
         "salt": Option(str, "", "secret mixed into pseudonyms (sha256(salt + PatientID))"),
         "report_name": Option(str, "report.json", "per-series report file name"),
         "cohort_name": Option(str, "cohort", "stem of the cohort files at the top of the output"),
+        "qc_image": Option(bool, True, "write qc.png: the slices with most calcium, outlined by artery"),
     }
 
     def run(self, instance: Instance, ctx: Context) -> None:
+        if self.opts["qc_image"] and instance.scores is not None and instance.volume is not None \
+                and instance.labels is not None:
+            self.write_qc(instance, ctx)
         report = self.build(instance, ctx)
         target = ctx.output_dir / instance.key / self.opts["report_name"]
         instance.outputs["report"] = str(target.relative_to(ctx.output_dir))
         report["outputs"] = dict(instance.outputs)
         atomic_write_text(target, json.dumps(report, indent=2, default=_json_default) + "\n")
         instance.report["_final"] = report
+
+    def write_qc(self, instance: Instance, ctx: Context) -> None:
+        from ..plots import lesion_overview
+
+        volume, labels = instance.volume, instance.labels
+        png = lesion_overview(volume.hu, labels.array, labels.names, instance.scores.to_dict(),
+                              volume.spacing_zyx, title=f"series {instance.key[-12:]}")
+        target = ctx.output_dir / instance.key / "qc.png"
+        atomic_write_bytes(target, png)
+        instance.outputs["qc"] = str(target.relative_to(ctx.output_dir))
 
     def patient_id(self, value: str) -> str | None:
         mode = self.opts["patient_id"]
