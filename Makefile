@@ -15,8 +15,10 @@ ARGS ?=
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.lock pyproject.toml
+$(VENV)/.installed: requirements.lock docker/requirements-tooling.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
+	# pip/setuptools/wheel/argparse are pinned apart: `pip freeze` never lists them
+	$(BIN)/pip install --quiet -r docker/requirements-tooling.txt
 	$(BIN)/pip install --quiet -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 
 from ..chain import ChainError, Context, Instance, Module, Option
@@ -51,7 +52,10 @@ class DicomImporter(Module):
         for rule in rules.describe():
             log.info("selection rule: %s", rule)
         if result.ignored:
-            log.info("%d file(s) ignored (not DICOM images, unreadable or DICOMDIR)", len(result.ignored))
+            reasons = Counter(why for _, why in result.ignored)
+            summary = ", ".join(f"{count} {why}" for why, count in reasons.most_common())
+            unreadable = any("unreadable" in why for why in reasons)
+            log.log(logging.WARNING if unreadable else logging.INFO, "%d file(s) ignored: %s", len(result.ignored), summary)
             for path, why in ctx.shared["ignored_files"]:
                 log.debug("ignored %s: %s", path, why)
         if not result.series:
