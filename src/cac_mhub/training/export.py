@@ -70,7 +70,7 @@ def export_model(fold_dir: Path, target: Path, name: str, version: str, training
         "input": {"modality": "CT", "units": "HU", "contrast": "none (non-contrast chest or calcium-scoring CT)",
                   "slice_increment_mm": "1-3", "orientation": "axial, LPS as read by the project"},
         "localisation": {"method": "lungs", "box_mm": list(DEFAULT_BOX_MM)},
-        "postprocess": {"min_hu": 130.0},
+        "postprocess": {"min_hu": 130.0, "lesion_vote": True},
         "training_data": ("Synthetic thorax phantoms from cac_mhub.phantom.thorax (seeds "
                           f"{training.get('seeds')}); synthetic only, no patient data."),
         "training": training,
