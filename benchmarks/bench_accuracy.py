@@ -6,7 +6,7 @@
 Phantom seeds start at 900000 (training uses 1000-1999, tests below 1000 or 777001), so every
 scan is unseen. Prints lesion sensitivity / PPV (3D connected lesions), voxel Dice and per-
 artery labelling accuracy, Agatston ICC(2,1) and Spearman against the phantom's reference
-score, linearly weighted kappa of the risk groups (0, 1-99, 100-399, >=400), the score the
+score, linearly weighted kappa of the project's (DeepCAC2) risk groups (0, 1-100, 101-300, >300), the score the
 model produced on bone and on aortic calcium (should be 0), and seconds per scan.
 """
 
@@ -26,6 +26,7 @@ from scipy import ndimage, stats
 
 from cac_mhub.phantom.thorax import generate_thorax
 from cac_mhub.scoring.agatston import score
+from cac_mhub.scoring.categories import risk_group
 from cac_mhub.segmentation.runner import CacModel
 
 ARTERY_NAMES = {1: "LM", 2: "LAD", 3: "LCX", 4: "RCA"}
@@ -55,10 +56,6 @@ def weighted_kappa(a: list[int], b: list[int], classes: int = 4) -> float:
     weights = np.abs(idx[:, None] - idx[None, :]) / (classes - 1)
     denom = np.sum(weights * expected)
     return float(1.0 - np.sum(weights * observed) / denom) if denom > 0 else float("nan")
-
-
-def risk_group(agatston: float) -> int:
-    return 0 if agatston <= 0 else 1 if agatston < 100 else 2 if agatston < 400 else 3
 
 
 def lesion_counts(truth: np.ndarray, found: np.ndarray) -> tuple[int, int, int, int]:

@@ -9,9 +9,10 @@ loaded, checked before anything is unpickled.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ..paths import models_dir
 from typing import Any
 
 import yaml
@@ -128,12 +129,9 @@ def verify_files(card: ModelCard, only: list[str] | None = None) -> dict[str, st
 
 
 def models_root() -> Path:
-    """Where installed models live: $CAC_MHUB_MODELS, else the repository's models/ folder."""
-    env = os.environ.get("CAC_MHUB_MODELS")
-    if env:
-        return Path(env)
-    repo = Path(__file__).resolve().parents[3] / "models"
-    return repo if repo.is_dir() else Path.cwd() / "models"
+    """Where installed models live (see :mod:`cac_mhub.paths`: $CAC_MHUB_MODELS_DIR,
+    $CAC_MHUB_HOME/models, else the repository's models/ folder)."""
+    return models_dir()
 
 
 def resolve_model(model: str, root: Path | None = None) -> Path:

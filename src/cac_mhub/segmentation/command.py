@@ -11,7 +11,7 @@ from .card import CARD_FILE, ModelError, load_card, models_root, verify_files
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("models", help="list installed segmentation models and their cards")
-    parser.add_argument("--root", type=Path, default=None, help="models folder (default: $CAC_MHUB_MODELS or models/)")
+    parser.add_argument("--root", type=Path, default=None, help="models folder (default: $CAC_MHUB_MODELS_DIR, $CAC_MHUB_HOME/models or the repository's models/)")
     parser.add_argument("--verify", action="store_true", help="also check the sha256 of every model file")
     parser.set_defaults(func=cmd_models)
 
