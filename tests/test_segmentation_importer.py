@@ -85,17 +85,6 @@ def test_seg_among_inputs_is_matched_and_decoded(case) -> None:
     assert instance.labels.extra["segments"][1] == {"label": "LAD", "artery": "LAD"}
 
 
-def test_seg_matched_after_its_headers_were_released(case) -> None:
-    _, files, headers, volume, _ = case
-    series = seg_series(write_seg(case))
-    series.headers = []  # the chain trims headers of finished instances
-    instance = ct_instance(files, headers, volume)
-    module = importer(source="seg")
-    module.setup(ctx := context(case, [series]))
-    module.run(instance, ctx)
-    assert instance.labels is not None and instance.labels.names == {2: "LAD", 4: "RCA", 5: "CAC"}
-
-
 def test_seg_label_map_overrides_and_ignore(case) -> None:
     _, files, headers, volume, labels = case
     instance = ct_instance(files, headers, volume)

@@ -134,10 +134,8 @@ def seg_candidates(catalog: list[Series], ct: Series, ct_sop_uids: set[str]) -> 
     for series in catalog:
         if series.modality != "SEG":
             continue
-        for i, path in enumerate(series.files):
-            header = series.headers[i] if i < len(series.headers) else None
-            if header is None:  # headers may have been released after that instance finished
-                header = pydicom.dcmread(path, stop_before_pixels=True)
+        # the chain keeps unselected series (SEGs among them) whole in the catalog
+        for path, header in zip(series.files, series.headers):
             if _references(header, ct.uid, ct_sop_uids):
                 found.append((Path(path), header))
     found.sort(key=lambda item: (str(item[1].get("ContentDate", "")), str(item[1].get("ContentTime", "")),
