@@ -41,6 +41,8 @@ class Series:
     """Why the series was not selected (empty when selected)."""
     rules: list[str] = field(default_factory=list)
     """The selection rules that were applied, in words, for the log and the report."""
+    warnings: list[str] = field(default_factory=list)
+    """What selection accepted with a caveat (missing ImageType, a derived reconstruction, ...)."""
 
     @property
     def first(self) -> Any:

@@ -28,7 +28,8 @@ import numpy as np
 import pydicom
 
 from ..types import Series, Volume
-from .scan import header_geometry, kernel_class, kernel_text, sop_instance_of
+from . import identity, validate
+from .scan import header_geometry, kernel_class, kernel_text
 
 log = logging.getLogger("cac_mhub")
 
@@ -59,15 +60,23 @@ def decode_hu(path: Path) -> tuple[np.ndarray, Any]:
     """Decode one slice to HU (int16 when exact, else float32; padding -> air) with its dataset.
 
     pydicom's handlers (pylibjpeg, GDCM) come first; SimpleITK/GDCM is the fallback for
-    codecs they refuse (e.g. 12-bit extended JPEG). A truncated or corrupt file raises
-    ValueError naming the file.
+    codecs they refuse (e.g. 12-bit extended JPEG). Headers are checked first
+    (:mod:`.validate`): no usable rescale or an unbounded image size raises
+    :class:`VolumeRejected`; native pixel data of another length than declared, a truncated or
+    corrupt file raise ValueError. Every reason names the file; nothing is padded or guessed.
     """
     try:
         ds = pydicom.dcmread(path, force=True)
     except Exception as error:  # noqa: BLE001
         raise ValueError(f"{path.name}: unreadable ({type(error).__name__})") from error
-    slope = float(ds.get("RescaleSlope", 1) or 1)
-    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    pair, problem = validate.rescale(ds)
+    problem = validate.matrix_problem(ds) or problem
+    if problem or pair is None:
+        raise VolumeRejected(f"{path.name}: {problem}")
+    slope, intercept = pair
+    problem = validate.pixel_data_problem(ds)
+    if problem:
+        raise ValueError(f"{path.name}: {problem}")
     try:
         if _needs_gdcm(ds):
             raise NotImplementedError("12-bit extended JPEG: pydicom's plugins refuse it")
@@ -89,10 +98,10 @@ def decode_hu(path: Path) -> tuple[np.ndarray, Any]:
             raise ValueError(f"{path.name}: pixel data cannot be decoded ({reason})") from first_error
     if hu.ndim != 2 or hu.shape != (int(ds.Rows), int(ds.Columns)):
         raise ValueError(f"{path.name}: decoded shape {hu.shape} does not match Rows x Columns")
-    padding = ds.get("PixelPaddingValue")
+    padding = validate.number(ds, "PixelPaddingValue")
     if padding is not None:
-        limit = ds.get("PixelPaddingRangeLimit")
-        low, high = sorted((float(padding), float(limit if limit is not None else padding)))
+        limit = validate.number(ds, "PixelPaddingRangeLimit")
+        low, high = sorted((padding, limit if limit is not None else padding))
         if stored is not None:
             pad_mask = (stored >= low) & (stored <= high)
         else:
@@ -190,20 +199,26 @@ def acquisition_info(series: Series) -> dict[str, Any]:
 
 
 def _orientation(ds: Any) -> tuple[np.ndarray, np.ndarray]:
-    iop = np.asarray(ds.ImageOrientationPatient, dtype=float)
+    iop = np.asarray(validate.numbers(ds, "ImageOrientationPatient", 6), dtype=float)
     return iop[:3] / np.linalg.norm(iop[:3]), iop[3:] / np.linalg.norm(iop[3:])
 
 
 def assemble(series: Series, rules: GeometryRules = GeometryRules()) -> tuple[Volume, list[str]]:
     """Decode and stack the series; return the volume and the warnings to report."""
     warnings: list[str] = []
+    problem = validate.series_problem(series.files, series.headers)
+    if problem:
+        raise VolumeRejected(problem)
     slices: dict[str, tuple[np.ndarray, Any]] = {}
     duplicates_same_uid = 0
     for path in series.files:
         hu, ds = decode_hu(path)
         if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
             raise VolumeRejected(f"{path.name}: no ImagePositionPatient/ImageOrientationPatient")
-        uid = sop_instance_of(ds) or f"file:{path}"
+        problem = validate.slice_problem(ds)
+        if problem:
+            raise VolumeRejected(f"{path.name}: {problem}")
+        uid = identity.sop_uid(ds, path, series.uid)
         if uid in slices:
             duplicates_same_uid += 1
             continue
@@ -215,20 +230,20 @@ def assemble(series: Series, rules: GeometryRules = GeometryRules()) -> tuple[Vo
     items = list(slices.items())
     row, col = _orientation(items[0][1][1])
     shape = items[0][1][0].shape
-    spacing_yx = tuple(float(v) for v in items[0][1][1].PixelSpacing)
+    spacing_yx = tuple(validate.numbers(items[0][1][1], "PixelSpacing", 2) or ())
     for _, (hu, ds) in items:
         r, c = _orientation(ds)
         if not (np.allclose(r, row, atol=1e-3) and np.allclose(c, col, atol=1e-3)):
             raise VolumeRejected("slices have different orientations: not one volume")
-        if hu.shape != shape or not np.allclose([float(v) for v in ds.PixelSpacing], spacing_yx, atol=1e-4):
+        if hu.shape != shape or not np.allclose(validate.numbers(ds, "PixelSpacing", 2), spacing_yx, atol=1e-4):
             raise VolumeRejected("slices differ in size or pixel spacing: not one volume")
     normal = np.cross(row, col)
     normal /= np.linalg.norm(normal)
-    positions = np.array([np.asarray(ds.ImagePositionPatient, float) for _, (_, ds) in items])
+    positions = np.array([validate.numbers(ds, "ImagePositionPatient", 3) for _, (_, ds) in items], float)
     order = np.argsort(positions @ normal, kind="stable")
     positions = positions[order]
     arrays = [items[i][1][0] for i in order]
-    uids = [items[i][0] if not items[i][0].startswith("file:") else None for i in order]
+    uids: list[str | None] = [items[i][0] for i in order]
     steps = np.diff(positions, axis=0)
     gaps = np.linalg.norm(steps, axis=1)
     along_normal = steps @ normal
@@ -275,9 +290,7 @@ def assemble(series: Series, rules: GeometryRules = GeometryRules()) -> tuple[Vo
         )
     volume.resampled = volume.resampled or resampled
     volume.hu = _compact(volume.hu)
-    first = series.first
-    thickness = first.get("SliceThickness")
-    volume.slice_thickness = float(thickness) if thickness not in (None, "") else None
+    volume.slice_thickness = validate.number(series.first, "SliceThickness")
     volume.acquisition = acquisition_info(series)
     volume.acquisition["increment_mm"] = round(float(volume.spacing_zyx[0]), 4)
     volume.acquisition["gantry_tilt_deg"] = round(tilt_deg, 3)

@@ -7,7 +7,8 @@ from collections import Counter
 from pathlib import Path
 
 from ..chain import ChainError, Context, Instance, Module, Option
-from ..dicom.scan import SelectionRules, scan, select
+from ..dicom.identity import uid_message, uid_report
+from ..dicom.scan import SelectionRules, scan, select, unreadable_beside
 from ..io import safe_name
 
 log = logging.getLogger("cac_mhub")
@@ -21,7 +22,7 @@ class DicomImporter(Module):
         "min_slices": Option(int, 10, "fewest slices a series needs to be scored"),
         "max_increment_mm": Option(float, 3.0, "largest slice increment accepted (mm)"),
         "max_normal_angle_deg": Option(float, 30.0, "largest angle between slice normal and patient z"),
-        "allow_derived": Option(bool, False, "accept DERIVED/SECONDARY image types"),
+        "allow_derived": Option(bool, False, "accept DERIVED/SECONDARY image types even beside an ORIGINAL series"),
         "per_study": Option(str, "best", "one reconstruction per study, or all eligible", choices=("best", "all")),
         "preferred_increment_mm": Option(list, [2.5, 3.0], "increment range preferred between reconstructions"),
         "report_skipped": Option(bool, True, "list unselected series in the report with their reason"),
@@ -55,7 +56,8 @@ class DicomImporter(Module):
             reasons = Counter(why for _, why in result.ignored)
             summary = ", ".join(f"{count} {why}" for why, count in reasons.most_common())
             unreadable = any("unreadable" in why for why in reasons)
-            log.log(logging.WARNING if unreadable else logging.INFO, "%d file(s) ignored: %s", len(result.ignored), summary)
+            log.log(logging.WARNING if unreadable else logging.INFO, "%d file(s)/folder(s) ignored: %s",
+                    len(result.ignored), summary)
             for path, why in ctx.shared["ignored_files"]:
                 log.debug("ignored %s: %s", path, why)
         if not result.series:
@@ -72,10 +74,33 @@ class DicomImporter(Module):
             if not series.selected:
                 instance.status, instance.reason = "skipped", f"DicomImporter: {series.reason}"
                 log.info("%s skipped: %s", key, series.reason)
+            self.annotate(instance, result.ignored)
             instances.append(instance)
         selected = sum(s.selected for s in result.series)
         log.info("%d series found, %d selected for scoring", len(result.series), selected)
         return instances
+
+    @staticmethod
+    def annotate(instance: Instance, ignored: list[tuple[Path, str]]) -> None:
+        """Report what the series' files lack or what may be missing from it (warnings, fields)."""
+        series = instance.series
+        assert series is not None
+        try:
+            uids = uid_report(series)
+        except Exception:  # noqa: BLE001 - a report detail must never stop the import
+            log.debug("uid report of %s", instance.key, exc_info=True)
+            uids = {}
+        if uids:
+            instance.report["uids_derived"] = uids
+        if series.selected:
+            for message in series.warnings + ([uid_message(uids)] if uids else []):
+                instance.warn(message)
+        unreadable = unreadable_beside(series, ignored)
+        if unreadable:
+            names = ", ".join(p.name for p in unreadable[:3]) + (", ..." if len(unreadable) > 3 else "")
+            instance.report["unreadable_files_beside"] = len(unreadable)
+            instance.warn(f"{len(unreadable)} unreadable file(s) in this series' folder ({names}): "
+                          "the series may be missing slices")
 
 
 def _relative(path: Path, root: Path) -> Path:

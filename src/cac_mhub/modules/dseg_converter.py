@@ -7,6 +7,7 @@ from pathlib import Path
 import pydicom
 
 from ..chain import Context, Instance, Module, Option
+from ..dicom.identity import WriterSources, writer_sources
 from ..dicom.seg import (
     DEFAULT_SERIES_DESCRIPTION,
     DEFAULT_SERIES_NUMBER,
@@ -38,8 +39,10 @@ class DsegConverter(Module):
             raise ValueError("DsegConverter needs a volume and labels "
                              "(run NiftiConverter and a segmentation module first)")
         volume, labels = instance.volume, instance.labels
+        sources = writer_sources(instance.series)
+        note_sources(instance, sources)
         try:
-            headers = headers_in_volume_order(instance.series.headers, volume)
+            headers = headers_in_volume_order(sources.headers, volume)
         except SegNotPossible as why:
             instance.warn(f"no DICOM SEG written: {why}")
             instance.report["seg"] = {"written": False, "reason": str(why)}
@@ -54,6 +57,11 @@ class DsegConverter(Module):
         common = dict(series_description=self.opts["series_description"], series_number=self.opts["series_number"])
         # dcmqi cannot encode an empty segmentation: the empty SEG always comes from highdicom.
         engine = self.opts["engine"] if segments else "highdicom"
+        if engine == "dcmqi" and sources.changed:
+            # dcmqi copies from the files on disk, which lack what writer_sources supplied
+            instance.warn("SEG written with highdicom, not dcmqi: the source files lack UIDs or hold invalid "
+                          "values that dcmqi would copy")
+            engine = "highdicom"
         with atomic_path(target) as tmp:
             if engine == "dcmqi":
                 build_seg_dcmqi(self._source_files(instance, headers), labels.array, labels.names, volume,
@@ -77,5 +85,15 @@ class DsegConverter(Module):
     def _source_files(instance: Instance, headers: list) -> list[Path]:
         """The files of the volume's slices (dcmqi reads the source CT from disk)."""
         assert instance.series is not None
-        file_of = {str(h.SOPInstanceUID): f for f, h in zip(instance.series.files, instance.series.headers)}
+        filled = writer_sources(instance.series).headers
+        file_of = {str(h.SOPInstanceUID): f for f, h in zip(instance.series.files, filled)}
         return [Path(file_of[str(h.SOPInstanceUID)]) for h in headers]
+
+
+def note_sources(instance: Instance, sources: WriterSources) -> None:
+    """Put what writer_sources had to supply into the report, each warning once per series."""
+    if sources.uids:
+        instance.report["uids_derived"] = sources.uids
+    for message in sources.warnings:
+        if message not in instance.warnings:
+            instance.warn(message)

@@ -25,6 +25,7 @@ import numpy as np
 import pydicom
 
 from ..chain import ChainError, Context, Instance, Module, Option, SkipInstance
+from ..dicom.identity import sop_uid
 from ..dicom.seg import (
     CANONICAL_VALUES,
     IGNORE,
@@ -217,7 +218,9 @@ class SegmentationImporter(Module):
         volume, series = instance.volume, instance.series
         looked = []
         if self.opts["source"] in ("auto", "seg"):
-            uids = {u for u in volume.sop_instance_uids if u} | {str(h.SOPInstanceUID) for h in series.headers}
+            # the SOPInstanceUIDs SEGs may reference: each slice's own, or the one derived for it
+            uids = {u for u in volume.sop_instance_uids if u} | {
+                sop_uid(h, f, series.uid) for f, h in zip(series.files, series.headers)}
             candidates = seg_candidates(ctx.shared.get("catalog", []), series, uids)
             if candidates:
                 path, _ = candidates[0]

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pydicom
 
 from ..chain import Context, Instance, Module, Option
+from ..dicom.identity import writer_sources
 from ..dicom.seg import AlgorithmInfo
 from ..dicom.sr import DEFAULT_SERIES_DESCRIPTION, DEFAULT_SERIES_NUMBER, build_sr
 from ..io import atomic_path, safe_name
+from .dseg_converter import note_sources
 
 
 class SrExporter(Module):
@@ -25,7 +27,9 @@ class SrExporter(Module):
         seg = None
         if "seg" in instance.outputs:
             seg = pydicom.dcmread(ctx.output_dir / instance.outputs["seg"], stop_before_pixels=True)
-        unique = {str(h.SOPInstanceUID): h for h in instance.series.headers}
+        sources = writer_sources(instance.series)
+        note_sources(instance, sources)
+        unique = {str(h.SOPInstanceUID): h for h in sources.headers}
         source = instance.labels.source if instance.labels is not None else ""
         sr = build_sr(
             list(unique.values()),
