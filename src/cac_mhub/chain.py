@@ -9,18 +9,29 @@ Instances go through the per-instance modules one at a time (series-major), so a
 decoded volume is in memory. A module raising :class:`SkipInstance` marks the instance skipped,
 any other exception marks it failed; either way the reason is logged in one line, the remaining
 per-instance modules (except those with ``always_run = True``, such as the report) are
-skipped for it, and the chain goes on with the next instance.
+skipped for it, and the chain goes on with the next instance. Only faults that stop any
+further output (a full disk, a read-only file system) end the run: :class:`RunError`.
+
+With ``ctx.output`` set (``cac-mhub run``), modules write a series' files into a private work
+folder that is moved into place as a whole when the series is finished (:mod:`cac_mhub.output`).
+
+Options called ``name`` or ``*_name`` name an output file in the output or series folder:
+their values must be plain file names (checked with the config, before any work).
 """
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
+import math
+import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Iterable
 
+from .output import OutputFolder
 from .types import Labels, Series, Volume
 
 log = logging.getLogger("cac_mhub")
@@ -30,6 +41,7 @@ log = logging.getLogger("cac_mhub")
 REGISTRY: dict[str, str] = {
     "DicomImporter": "cac_mhub.modules.dicom_importer:DicomImporter",
     "NiftiConverter": "cac_mhub.modules.nifti_converter:NiftiConverter",
+    "HeartLocator": "cac_mhub.modules.heart_locator:HeartLocator",
     "ReportExporter": "cac_mhub.modules.report_exporter:ReportExporter",
     "AgatstonCalculator": "cac_mhub.modules.agatston_calculator:AgatstonCalculator",
     "DsegConverter": "cac_mhub.modules.dseg_converter:DsegConverter",
@@ -45,6 +57,46 @@ class ChainError(Exception):
 
 class SkipInstance(Exception):
     """Raised by a module when a series is not usable; the message is the one-line reason."""
+
+
+class RunError(Exception):
+    """The run cannot go on: nothing more can be written (disk full, read-only file system)."""
+
+
+#: OSError numbers that stop the run instead of failing one series: no later series could do better.
+FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+def fatal(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno in FATAL_ERRNOS
+
+
+def one_line(error: BaseException) -> str:
+    """``Type: first line of the message``, for logs, reports and the console."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+_FILE_NAME_MAX = 200
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_file_name(label: str, value: str) -> None:
+    """A plain file name inside the output or series folder: no separators, not hidden, not empty."""
+    if not value or value.startswith(".") or "/" in value or "\\" in value or _CONTROL.search(value) \
+            or len(value) > _FILE_NAME_MAX:
+        raise ChainError(f"{label}: {value!r} must be a plain file name (no '/', '\\' or control characters, "
+                         f"not empty, not starting with '.', at most {_FILE_NAME_MAX} characters)")
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return all(_finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    return True
 
 
 @dataclass(frozen=True)
@@ -68,6 +120,10 @@ class Option:
             raise ChainError(f"{module}.{name}: expected {names}, got {type(value).__name__} {value!r}")
         if self.choices is not None and value not in self.choices:
             raise ChainError(f"{module}.{name}: {value!r} is not one of {list(self.choices)}")
+        if not _finite(value):
+            raise ChainError(f"{module}.{name}: {value!r} is not a finite number")
+        if (name == "name" or name.endswith("_name")) and isinstance(value, str):
+            check_file_name(f"{module}.{name}", value)
         return value
 
 
@@ -80,6 +136,8 @@ class Instance:
     series: Series | None = None
     volume: Volume | None = None
     labels: Labels | None = None
+    anatomy: Any = None
+    """Heart region and the masks around it (:class:`cac_mhub.anatomy.Anatomy`), when located."""
     scores: Any = None
     """Result of the scoring module (an object with ``to_dict()``)."""
     status: str = "ok"
@@ -104,6 +162,7 @@ class Instance:
         """Drop the big arrays once the instance is done, keeping its report data."""
         self.volume = None
         self.labels = None
+        self.anatomy = None
         # a selected CT's headers are no longer needed; unselected series (an input SEG, say)
         # stay whole in ctx.shared["catalog"] for the instances that come after them
         if self.series is not None and self.series.selected:
@@ -120,6 +179,10 @@ class Context:
     config_hash: str = ""
     shared: dict[str, Any] = field(default_factory=dict)
     """Cross-instance data, e.g. ``shared['catalog']``: every series the importer found."""
+    run_id: str = ""
+    """Identifies this run in the cohort files and every report, so that mixed runs show."""
+    output: OutputFolder | None = None
+    """Owner of ``output_dir`` (series built aside and swapped in); None: written in place."""
 
 
 class Module:
@@ -141,6 +204,10 @@ class Module:
 
     def create_instances(self, ctx: Context) -> list[Instance]:
         raise NotImplementedError
+
+    def begin(self, instances: list[Instance], ctx: Context) -> None:
+        """Called before the input is scanned (no instances yet) and again once the instances
+        are known, before the first one runs: mark shared outputs as "in progress"."""
 
     def run(self, instance: Instance, ctx: Context) -> None:
         raise NotImplementedError
@@ -164,6 +231,25 @@ def build_modules(execute: list[dict[str, Any]]) -> list[Module]:
     return [module_class(entry["module"])(**entry["options"]) for entry in execute]
 
 
+def check_chain(modules: list[Module]) -> None:
+    if not modules or not modules[0].source:
+        raise ChainError("the first module in execute must be a source (e.g. DicomImporter)")
+
+
+def setup_modules(execute: list[dict[str, Any]], ctx: Context) -> list[Module]:
+    """Build the modules and run every check that needs no input: ``validate`` and ``run`` share it."""
+    modules = build_modules(execute)
+    check_chain(modules)
+    for module in modules:
+        try:
+            module.setup(ctx)
+        except ChainError:
+            raise
+        except Exception as error:  # noqa: BLE001 - a broken setup is a one-line config error
+            raise ChainError(f"{module.name}: {one_line(error)}") from None
+    return modules
+
+
 def _timed(instance: Instance, module: Module, fn: Any, *args: Any) -> None:
     start = time.perf_counter()
     try:
@@ -172,8 +258,9 @@ def _timed(instance: Instance, module: Module, fn: Any, *args: Any) -> None:
         instance.status, instance.reason = "skipped", f"{module.name}: {why}"
         log.warning("%s skipped: %s", instance.key, instance.reason)
     except Exception as error:  # noqa: BLE001 - isolate every failure to its instance
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        instance.status, instance.reason = "failed", f"{module.name}: {type(error).__name__}: {reason}"
+        if fatal(error):
+            raise RunError(f"{instance.key}: {module.name}: {one_line(error)}") from error
+        instance.status, instance.reason = "failed", f"{module.name}: {one_line(error)}"
         log.error("%s failed: %s", instance.key, instance.reason)
         log.debug("traceback", exc_info=True)
     finally:
@@ -186,21 +273,52 @@ def _timed(instance: Instance, module: Module, fn: Any, *args: Any) -> None:
 def run_chain(
     modules: list[Module], ctx: Context, progress: bool = False
 ) -> list[Instance]:
-    """Run the modules over the input and return every instance with its status."""
-    if not modules or not modules[0].source:
-        raise ChainError("the first module in execute must be a source (e.g. DicomImporter)")
+    """Run set-up modules (:func:`setup_modules`) over the input; return every instance.
+
+    On :class:`RunError` the modules still ``finish`` (``ctx.shared["stopped"]`` says why, so
+    that the cohort files show an unfinished run), then the error goes on to the caller.
+    """
+    check_chain(modules)
     for module in modules:
-        module.setup(ctx)
+        module.begin([], ctx)
     instances = modules[0].create_instances(ctx)
+    for module in modules:
+        module.begin(instances, ctx)
     per_instance = [m for m in modules[1:] if not m.source]
-    for instance in _progress(instances, progress):
-        for module in per_instance:
-            if instance.alive or module.always_run:
-                _timed(instance, module, module.run, instance, ctx)
-        instance.release_arrays()
+    work = ctx if ctx.output is None else replace(ctx, output_dir=ctx.output.staging)
+    try:
+        for instance in _progress(instances, progress):
+            for module in per_instance:
+                if instance.alive or module.always_run:
+                    _timed(instance, module, module.run, instance, work)
+            instance.release_arrays()
+            if ctx.output is not None:
+                _commit(instance, ctx.output)
+    except RunError as error:
+        ctx.shared["stopped"] = str(error)
+        for module in modules:
+            try:
+                module.finish(instances, ctx)
+            except Exception:  # noqa: BLE001 - best effort: the disk may well be full
+                log.debug("finish after the run stopped", exc_info=True)
+        raise
+    if ctx.output is not None:
+        ctx.shared["removed_series"] = ctx.output.remove_stale({i.key for i in instances})
     for module in modules:
         module.finish(instances, ctx)
     return instances
+
+
+def _commit(instance: Instance, output: OutputFolder) -> None:
+    """Move the instance's outputs into place; failing that, the instance fails and says why."""
+    try:
+        output.commit(instance.key)
+    except OSError as error:
+        if fatal(error):
+            raise RunError(f"{instance.key}: outputs not moved into place: {one_line(error)}") from error
+        instance.status = "failed"
+        instance.reason = f"outputs not moved into place ({one_line(error)}); the series folder is not this run's"
+        log.error("%s failed: %s", instance.key, instance.reason)
 
 
 def _progress(instances: list[Instance], enabled: bool) -> Iterable[Instance]:

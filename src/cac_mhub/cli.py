@@ -2,6 +2,11 @@
 
 Subcommands from other packages (``models``, ``phantom``) register themselves through a
 ``register(subparsers)`` function in the modules listed in :data:`PLUGINS`.
+
+Exit codes of ``run``: 0 the run completed (single series may have failed: see the cohort
+files), 2 a configuration or folder problem found before any work, 3 the run started but could
+not finish (disk full, output not writable, internal error), 130 interrupted (Ctrl-C). Errors
+are one line on stderr and in the log, never a traceback (that goes to the log at debug level).
 """
 
 from __future__ import annotations
@@ -16,14 +21,16 @@ import warnings
 from pathlib import Path
 
 from . import __version__
-from .chain import ChainError, Context, build_modules, run_chain
+from .chain import ChainError, Context, Module, one_line, run_chain, setup_modules
 from .config import config_hash, load
+from .output import PROBE_PREFIX, OutputBusy, OutputFolder
 from .paths import default_input, default_output
 
 log = logging.getLogger("cac_mhub")
 
 PLUGINS = ("cac_mhub.segmentation.command", "cac_mhub.phantom.command")
 LOG_NAME = "cac-mhub.log"
+EXIT_CONFIG, EXIT_RUN, EXIT_INTERRUPTED = 2, 3, 130
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,15 +82,28 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def prepare(args: argparse.Namespace, input_dir: Path | None = None,
+            output_dir: Path | None = None) -> tuple[Context, list[Module]]:
+    """Every check before work, one function for ``validate`` and ``run`` so that they agree:
+    the config (sections, modules, option types and values), the chain, each module's setup
+    (the model folder, say) and, given folders (``run``), the input and output folders."""
+    config = load(args.config, args.workflow, args.overrides)
+    if input_dir is not None and output_dir is not None:
+        check_folders(input_dir, output_dir)
+    ctx = Context(input_dir=input_dir or Path(), output_dir=output_dir or Path(), config=config,
+                  config_hash=config_hash(config))
+    return ctx, setup_modules(config["execute"], ctx)
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     try:
-        config = load(args.config, args.workflow, args.overrides)
-        build_modules(config["execute"])
+        ctx, _ = prepare(args)
     except ChainError as error:
         print(f"cac-mhub: config error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
+    config = ctx.config
     names = " -> ".join(entry["module"] for entry in config["execute"])
-    print(f"ok: {config['source']}: {names} (config hash {config_hash(config)[:16]})")
+    print(f"ok: {config['source']}: {names} (config hash {ctx.config_hash[:16]})")
     return 0
 
 
@@ -121,32 +141,56 @@ def cmd_run(args: argparse.Namespace) -> int:
     input_dir = (args.input or default_input()).resolve()
     output_dir = (args.output or default_output()).resolve()
     try:
-        config = load(args.config, args.workflow, args.overrides)
-        modules = build_modules(config["execute"])
-        check_folders(input_dir, output_dir)
+        ctx, modules = prepare(args, input_dir, output_dir)
     except ChainError as error:
         print(f"cac-mhub: {error}", file=sys.stderr)
-        return 2
-    handlers = setup_logging(output_dir, config["general"]["log_level"], args.quiet)
+        return EXIT_CONFIG
+    folder = OutputFolder(output_dir, input_dir)
     try:
-        start = time.perf_counter()
-        ctx = Context(input_dir=input_dir, output_dir=output_dir, config=config, config_hash=config_hash(config))
-        log.info("cac-mhub %s, workflow %s (config hash %s)", __version__, config["source"], ctx.config_hash[:16])
-        if _inside(output_dir, input_dir):
-            log.warning("the output folder is inside the input folder; it is left out of the scan")
-        progress = not args.quiet and sys.stderr.isatty()
-        try:
-            instances = run_chain(modules, ctx, progress=progress)
-        except ChainError as error:
-            log.error("%s", error)
-            return 2
-        failed = sum(i.status == "failed" for i in instances)
-        log.info("done in %.1f s: %d series, %d failed", time.perf_counter() - start, len(instances), failed)
-        return 0
+        folder.open()
+        handlers = setup_logging(output_dir, ctx.config["general"]["log_level"], args.quiet)
+    except OutputBusy as error:
+        folder.close()
+        print(f"cac-mhub: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    except OSError as error:
+        folder.close()
+        print(f"cac-mhub: output folder not usable: {output_dir} ({one_line(error)})", file=sys.stderr)
+        return EXIT_CONFIG
+    ctx.run_id, ctx.output = folder.run_id, folder
+    try:
+        return _run(modules, ctx, progress=not args.quiet and sys.stderr.isatty())
     finally:
         for handler in handlers:
             logging.getLogger("cac_mhub").removeHandler(handler)
             handler.close()
+        folder.close()
+
+
+def _run(modules: list[Module], ctx: Context, progress: bool) -> int:
+    """The run itself, logging set up: every way it ends is one line in the log and an exit code."""
+    start = time.perf_counter()
+    log.info("cac-mhub %s, workflow %s (config hash %s), run %s",
+             __version__, ctx.config["source"], ctx.config_hash[:16], ctx.run_id)
+    if ctx.output is not None and ctx.output.cleaned:
+        log.info("removed %d temporary entries left by an interrupted run", ctx.output.cleaned)
+    if _inside(ctx.output_dir, ctx.input_dir):
+        log.warning("the output folder is inside the input folder; it is left out of the scan")
+    try:
+        instances = run_chain(modules, ctx, progress=progress)
+    except ChainError as error:
+        log.error("%s", error)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        log.error("run interrupted; the cohort files say state: running")
+        return EXIT_INTERRUPTED
+    except Exception as error:  # noqa: BLE001 - one line for the user, the traceback in the debug log
+        log.error("run could not finish: %s", one_line(error))
+        log.debug("traceback", exc_info=True)
+        return EXIT_RUN
+    failed = sum(i.status == "failed" for i in instances)
+    log.info("done in %.1f s: %d series, %d failed", time.perf_counter() - start, len(instances), failed)
+    return 0
 
 
 class _ConsoleHandler(logging.StreamHandler):
@@ -161,18 +205,28 @@ class _ConsoleHandler(logging.StreamHandler):
             self.handleError(record)
 
 
+class _LogFile(logging.FileHandler):
+    """The log file; a line that cannot be written (disk full) is lost silently, never a traceback."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 def check_folders(input_dir: Path, output_dir: Path) -> None:
     """Fail early, in one line, on folders the run cannot use."""
     if not input_dir.is_dir():
         raise ChainError(f"input folder not found: {input_dir}")
+    if output_dir == input_dir:
+        raise ChainError("output folder must not be the input folder")
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=output_dir, prefix=".write-test-"):
+        with tempfile.NamedTemporaryFile(dir=output_dir, prefix=PROBE_PREFIX):
             pass
     except OSError as error:
         raise ChainError(f"output folder not writable: {output_dir} ({error.strerror or error})") from None
-    if output_dir == input_dir:
-        raise ChainError("output folder must not be the input folder")
+    log_path = output_dir / LOG_NAME
+    if log_path.exists() and not log_path.is_file():
+        raise ChainError(f"output folder not usable: {log_path} is not a file")
 
 
 def _inside(path: Path, parent: Path) -> bool:
@@ -191,7 +245,7 @@ def setup_logging(output_dir: Path, level: str, quiet: bool) -> list[logging.Han
     console = _ConsoleHandler(sys.stderr)
     console.setLevel(logging.WARNING if quiet else getattr(logging, level.upper()))
     console.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-    logfile = logging.FileHandler(output_dir / LOG_NAME, mode="w", encoding="utf-8")
+    logfile = _LogFile(output_dir / LOG_NAME, mode="w", encoding="utf-8")
     logfile.setLevel(logging.DEBUG if level == "debug" else logging.INFO)
     logfile.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     for handler in (console, logfile):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from .paths import config_dir
 
 GENERAL_KEYS = {"name", "version", "description", "data_base_dir", "log_level"}
 LOG_LEVELS = ("debug", "info", "warning", "error")
+WORKFLOW_NAME = re.compile(r"[A-Za-z0-9_-]+")
+"""A workflow is named, never a path: ``--workflow ../x`` must not reach outside config/."""
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
@@ -29,6 +32,10 @@ def load_yaml(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ChainError(f"config file not found: {path}") from None
+    except OSError as error:
+        raise ChainError(f"config {path} cannot be read: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise ChainError(f"config {path} is not a UTF-8 text file") from None
     except yaml.YAMLError as error:
         raise ChainError(f"config {path} is not valid YAML: {str(error).splitlines()[0]}") from None
     if not isinstance(data, dict):
@@ -38,6 +45,8 @@ def load_yaml(path: Path) -> dict[str, Any]:
 
 def workflow_path(name: str) -> Path:
     """``config/<name>.yml`` of the installation (see :mod:`cac_mhub.paths`)."""
+    if not WORKFLOW_NAME.fullmatch(name):
+        raise ChainError(f"workflow {name!r} is not a name (letters, digits, _ and -); use --config for a file")
     path = config_dir() / f"{name}.yml"
     if not path.exists():
         known = sorted(p.stem for p in config_dir().glob("*.yml"))
@@ -50,7 +59,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise ChainError(f"override {text!r} must look like section.key=value")
-    return key.strip().split("."), yaml.safe_load(value) if value.strip() else ""
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError as error:
+        raise ChainError(f"override {text!r}: value is not valid YAML: {str(error).splitlines()[0]}") from None
+    return key.strip().split("."), parsed
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -67,8 +80,15 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 if isinstance(node[index], str):
                     node[index] = {"module": node[index]}
                 node = node[index]
+            elif isinstance(node, dict):
+                if node.get(key) is None:
+                    node[key] = [] if keys[i + 1].isdigit() else {}
+                node = node[key]
             else:
-                node = node.setdefault(key, {} if not keys[i + 1].isdigit() else [])
+                raise ChainError(f"override {text!r} does not address a mapping")
+        if isinstance(node, list) and keys[-1].isdigit() and int(keys[-1]) < len(node):
+            node[int(keys[-1])] = value  # execute.1=NiftiConverter replaces an entry
+            continue
         if not isinstance(node, dict):
             raise ChainError(f"override {text!r} does not address a mapping")
         node[keys[-1]] = value
@@ -83,11 +103,18 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
     """
     unknown = set(raw) - {"general", "execute", "modules"}
     if unknown:
-        raise ChainError(f"unknown config section(s): {', '.join(sorted(unknown))}")
-    general = dict(raw.get("general") or {})
+        raise ChainError(f"unknown config section(s): {', '.join(sorted(map(str, unknown)))}")
+    general = raw.get("general") or {}
+    if not isinstance(general, dict):
+        raise ChainError(f"general: must be a mapping (name, log_level, ...), got {type(general).__name__}")
+    general = dict(general)
     bad = set(general) - GENERAL_KEYS
     if bad:
-        raise ChainError(f"general: unknown key(s) {', '.join(sorted(bad))}; known: {', '.join(sorted(GENERAL_KEYS))}")
+        raise ChainError(f"general: unknown key(s) {', '.join(sorted(map(str, bad)))}; "
+                         f"known: {', '.join(sorted(GENERAL_KEYS))}")
+    for key, value in general.items():
+        if isinstance(value, (dict, list)):
+            raise ChainError(f"general.{key}: expected text, got {type(value).__name__}")
     level = str(general.setdefault("log_level", "info")).lower()
     if level not in LOG_LEVELS:
         raise ChainError(f"general.log_level: {level!r} is not one of {list(LOG_LEVELS)}")
@@ -140,7 +167,7 @@ def load(config: Path | None = None, workflow: str | None = None, overrides: lis
     """Read a config file or named workflow (default ``default``), apply overrides, validate."""
     if config is not None and workflow is not None:
         raise ChainError("give either --config or --workflow, not both")
-    path = Path(config) if config is not None else workflow_path(workflow or "default")
+    path = Path(config) if config is not None else workflow_path("default" if workflow is None else workflow)
     resolved = resolve(apply_overrides(load_yaml(path), overrides or []))
     resolved["source"] = str(path)
     return resolved

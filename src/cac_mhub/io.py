@@ -1,15 +1,19 @@
-"""Safe output writing: sanitised names and atomic files (temp path in the same folder, then rename)."""
+"""Safe output writing: sanitised names and atomic files (hidden temporary folder, then rename)."""
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+TMP_PREFIX = ".tmp-"
+"""Prefix of every temporary entry (hidden); a run removes those it finds when it starts."""
 
 
 def safe_name(value: str, fallback: str = "unnamed", max_len: int = 128) -> str:
@@ -24,28 +28,20 @@ def safe_name(value: str, fallback: str = "unnamed", max_len: int = 128) -> str:
 
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; rename it to ``target`` only on success."""
+    """Yield a temporary path for ``target``; move it onto ``target`` only on success.
+
+    The temporary file keeps ``target``'s name (writers such as SimpleITK pick the format from
+    the suffix) inside a hidden folder beside it, ``.tmp-<random>/ct.nii.gz``: a glob such as
+    ``*/*.nii.gz`` never finds a half-written file, and a killed write leaves only that folder.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    # hidden temp name that keeps the target's suffixes (writers such as SimpleITK pick the
-    # format from them): ".tmp-<random>-ct.nii.gz"
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=f"-{target.name}", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    folder = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=target.parent))
     try:
-        yield tmp_path
-        # mkstemp makes owner-only files; outputs get the usual mode (0666 minus the umask)
-        os.chmod(tmp_path, 0o666 & ~_umask())
-        os.replace(tmp_path, target)
+        yield folder / target.name
+        os.replace(folder / target.name, target)
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def atomic_write_text(target: Path, text: str) -> None:

@@ -2,6 +2,13 @@
 
 Runs for every instance, whatever happened to it earlier (``always_run``), so that each series
 found in the input gets a report: scored, processed, skipped with its reason, or failed with it.
+A report that cannot be built is replaced by a minimal one; one that cannot be written fails
+the series, and its cohort row says so. The cohort files are written when the run starts
+(``run.state: running``, rows ``pending``) and again at its end (``complete``), so that an
+interrupted run never leaves an earlier run's cohort beside its own reports.
+
+Text in cohort.csv is made safe for spreadsheets (:func:`csv_cell`): DICOM values are
+whatever the scanner or an attacker wrote.
 """
 
 from __future__ import annotations
@@ -11,10 +18,12 @@ import hashlib
 import io
 import json
 import logging
+import re
+import time
 from typing import Any
 
 from .. import __version__
-from ..chain import Context, Instance, Module, Option
+from ..chain import Context, Instance, Module, Option, fatal, one_line
 from ..io import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger("cac_mhub")
@@ -24,8 +33,10 @@ BASE_COLUMNS = [
     "key", "status", "reason", "patient_id", "study_uid", "series_uid", "series_number",
     "series_description", "modality", "manufacturer", "kvp", "kernel", "kernel_class",
     "slice_thickness_mm", "increment_mm", "pixel_spacing_mm", "slices", "contrast",
-    "resampled", "warnings", "seconds",
+    "resampled", "warnings", "seconds", "run_id",
 ]
+#: Report statuses of finished series; ``pending`` marks series an unfinished run did not reach.
+STATUSES = ("scored", "processed", "skipped", "failed")
 
 
 class ReportExporter(Module):
@@ -41,13 +52,37 @@ class ReportExporter(Module):
     def run(self, instance: Instance, ctx: Context) -> None:
         if self.opts["qc_image"] and instance.scores is not None and instance.volume is not None \
                 and instance.labels is not None:
-            self.write_qc(instance, ctx)
-        report = self.build(instance, ctx)
+            try:
+                self.write_qc(instance, ctx)
+            except Exception as error:  # noqa: BLE001 - a missing picture must not cost the report
+                if fatal(error):
+                    raise
+                instance.warn(f"qc.png not written: {one_line(error)}")
         target = ctx.output_dir / instance.key / self.opts["report_name"]
         instance.outputs["report"] = str(target.relative_to(ctx.output_dir))
-        report["outputs"] = dict(instance.outputs)
-        atomic_write_text(target, json.dumps(report, indent=2, default=_json_default) + "\n")
+        try:
+            report = self.build(instance, ctx)
+            report["outputs"] = dict(instance.outputs)
+            text = json.dumps(report, indent=2, default=_json_default) + "\n"
+        except Exception as error:  # noqa: BLE001 - every series gets a report, if only a minimal one
+            self._fail(instance, f"ReportExporter: report could not be built: {one_line(error)}")
+            report = self.minimal(instance, ctx, self.status(instance), instance.reason)
+            report["outputs"] = dict(instance.outputs)
+            text = json.dumps(report, indent=2, default=str) + "\n"
+        try:
+            atomic_write_text(target, text)
+        except OSError as error:
+            if fatal(error):
+                raise
+            instance.outputs.pop("report", None)
+            self._fail(instance, f"ReportExporter: report not written: {one_line(error)}")
+            report.update(status="failed", reason=instance.reason, outputs=dict(instance.outputs))
         instance.report["_final"] = report
+
+    @staticmethod
+    def _fail(instance: Instance, reason: str) -> None:
+        instance.status, instance.reason = "failed", reason
+        log.error("%s failed: %s", instance.key, reason)
 
     def write_qc(self, instance: Instance, ctx: Context) -> None:
         from ..plots import lesion_overview
@@ -67,21 +102,29 @@ class ReportExporter(Module):
             return hashlib.sha256((self.opts["salt"] + value).encode()).hexdigest()[:16] if value else ""
         return value
 
+    @staticmethod
+    def status(instance: Instance) -> str:
+        if instance.status == "ok":
+            return "scored" if instance.scores is not None else "processed"
+        return instance.status
+
+    def minimal(self, instance: Instance, ctx: Context, status: str, reason: str) -> dict[str, Any]:
+        """A report that cannot fail: what the run knows of the series without its headers."""
+        series = instance.series
+        info = {} if series is None else {
+            "series_uid": str(series.uid), "study_uid": str(series.study_uid),
+            "modality": str(series.modality), "description": str(series.description),
+        }
+        return {**_head(ctx), "status": status, "reason": reason, "series": info,
+                "warnings": list(instance.warnings), "timings_s": dict(instance.timings)}
+
     def build(self, instance: Instance, ctx: Context) -> dict[str, Any]:
         series = instance.series
         first = series.first if series is not None and series.headers else None
-        status = instance.status
-        if status == "ok":
-            status = "scored" if instance.scores is not None else "processed"
         extra = {k: v for k, v in instance.report.items() if not k.startswith("_")}
         report: dict[str, Any] = {
-            "software": {"name": "cac-mhub", "version": __version__},
-            "config": {
-                "name": ctx.config.get("general", {}).get("name", ""),
-                "source": ctx.config.get("source", ""),
-                "hash": ctx.config_hash,
-            },
-            "status": status,
+            **_head(ctx),
+            "status": self.status(instance),
             "reason": instance.reason,
             "series": _series_info(series, first, self.patient_id(str(first.get("PatientID", "") or "")) if first else None),
             **extra,
@@ -98,35 +141,73 @@ class ReportExporter(Module):
         report["timings_s"] = dict(instance.timings)
         return report
 
+    def begin(self, instances: list[Instance], ctx: Context) -> None:
+        """Replace an earlier run's cohort files at once: this run's, state running, rows pending."""
+        self._started = getattr(self, "_started", None) or _now()
+        reason = f"not finished: run {ctx.run_id or '(no id)'} is running or was interrupted"
+        pending = [(i, self.minimal(i, ctx, "pending", reason)) for i in instances]
+        self.write_cohort(pending, ctx, "running")
+
     def finish(self, instances: list[Instance], ctx: Context) -> None:
-        rows, reports = [], []
+        stopped = ctx.shared.get("stopped")
+        done = []
         for instance in instances:
             report = instance.report.get("_final")
-            if report is None:  # the module did not run for it (should not happen: always_run)
-                continue
-            reports.append(report)
-            rows.append(self.row(instance, report))
+            if report is None and stopped:
+                report = self.minimal(instance, ctx, "pending", f"not processed: the run stopped ({stopped})")
+            elif report is None:  # ReportExporter did not run for it (not in the chain, or it crashed)
+                reason = instance.reason or "ReportExporter: no report was made"
+                report = self.minimal(instance, ctx, "failed", reason)
+            else:  # moving the outputs into place may have failed after the report was written
+                report["status"], report["reason"] = self.status(instance), instance.reason
+            done.append((instance, report))
+        counts = self.write_cohort(done, ctx, "aborted" if stopped else "complete")
+        log.info(
+            "cohort: %d scored, %d processed, %d skipped, %d failed -> %s.csv",
+            counts["scored"], counts["processed"], counts["skipped"], counts["failed"], self.opts["cohort_name"],
+        )
+
+    def write_cohort(self, done: list[tuple[Instance, dict[str, Any]]], ctx: Context, state: str) -> dict[str, int]:
+        """cohort.csv (one row per series) and cohort.json (run, counts, every report); return the counts."""
+        reports = [report for _, report in done]
+        rows = [self.safe_row(instance, report) for instance, report in done]
         score_columns = sorted({k for row in rows for k in row} - set(BASE_COLUMNS))
-        columns = BASE_COLUMNS + score_columns
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        writer = csv.DictWriter(buffer, fieldnames=BASE_COLUMNS + score_columns, extrasaction="ignore",
+                                lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-        stem = self.opts["cohort_name"]
-        atomic_write_text(ctx.output_dir / f"{stem}.csv", buffer.getvalue())
-        counts = {s: sum(r["status"] == s for r in reports) for s in ("scored", "processed", "skipped", "failed")}
+        counts = {s: sum(r["status"] == s for r in reports) for s in STATUSES}
+        pending = sum(r["status"] == "pending" for r in reports)
+        if pending:
+            counts["pending"] = pending
+        run = {"id": ctx.run_id, "state": state, "started": getattr(self, "_started", None) or _now()}
+        if state != "running":
+            run["finished"] = _now()
+        if ctx.shared.get("stopped"):
+            run["stopped"] = ctx.shared["stopped"]
         cohort = {
             "software": {"name": "cac-mhub", "version": __version__},
+            "run": run,
             "config": {"name": ctx.config.get("general", {}).get("name", ""), "hash": ctx.config_hash},
             "counts": counts,
             "ignored_files": [{"path": p, "reason": r} for p, r in ctx.shared.get("ignored_files", [])],
+            "removed_series": list(ctx.shared.get("removed_series", [])),
             "series": reports,
         }
+        stem = self.opts["cohort_name"]
         atomic_write_text(ctx.output_dir / f"{stem}.json", json.dumps(cohort, indent=2, default=_json_default) + "\n")
-        log.info(
-            "cohort: %d scored, %d processed, %d skipped, %d failed -> %s.csv",
-            counts["scored"], counts["processed"], counts["skipped"], counts["failed"], stem,
-        )
+        atomic_write_text(ctx.output_dir / f"{stem}.csv", buffer.getvalue())
+        return counts
+
+    def safe_row(self, instance: Instance, report: dict[str, Any]) -> dict[str, Any]:
+        """The cohort row, spreadsheet-safe; a row that cannot be made still names the series."""
+        try:
+            row = self.row(instance, report)
+        except Exception as error:  # noqa: BLE001 - one row per series, whatever its report holds
+            row = {"key": instance.key, "status": "failed", "run_id": report.get("run", {}).get("id"),
+                   "reason": f"ReportExporter: cohort row could not be made: {one_line(error)}"}
+        return {key: csv_cell(value) for key, value in row.items()}
 
     def row(self, instance: Instance, report: dict[str, Any]) -> dict[str, Any]:
         series = report.get("series", {})
@@ -154,10 +235,46 @@ class ReportExporter(Module):
             "resampled": geometry.get("resampled"),
             "warnings": " | ".join(report.get("warnings", [])),
             "seconds": round(sum(report.get("timings_s", {}).values()), 3),
+            "run_id": report.get("run", {}).get("id"),
         }
-        if instance.scores is not None and hasattr(instance.scores, "summary_row"):
+        if report["status"] != "pending" and instance.scores is not None and hasattr(instance.scores, "summary_row"):
             row.update(instance.scores.summary_row())
         return row
+
+
+def _head(ctx: Context) -> dict[str, Any]:
+    """What every report starts with: software, run and config."""
+    return {
+        "software": {"name": "cac-mhub", "version": __version__},
+        "run": {"id": ctx.run_id},
+        "config": {
+            "name": ctx.config.get("general", {}).get("name", ""),
+            "source": ctx.config.get("source", ""),
+            "hash": ctx.config_hash,
+        },
+    }
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def csv_cell(value: Any) -> Any:
+    """A spreadsheet-safe cell: one line, no control characters, never read as a formula.
+
+    Text starting with ``= + - @`` gets a leading apostrophe (spreadsheets show it as text)
+    unless it is a plain number such as ``-1.5``; non-text values pass unchanged.
+    """
+    if not isinstance(value, str):
+        return value
+    text = _CONTROL.sub(lambda m: " " if m.group() in "\t\r\n" else "", value)
+    if text.lstrip()[:1] in ("=", "+", "-", "@") and not _NUMBER.fullmatch(text):
+        text = "'" + text
+    return text
 
 
 def _series_info(series: Any, first: Any, patient_id: str | None) -> dict[str, Any]:
