@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import logging
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
 from ..chain import Context, Instance, Module, Option, SkipInstance
 from ..scoring.agatston import score
-from ..scoring.profiles import PROFILE_NAMES
+from ..scoring.profiles import PROFILE_NAMES, make_profile
 
 MAX_OBLIQUE_DEG = 1.0
 """Largest angle between the array z axis and the patient z axis that still counts as axial."""
+log = logging.getLogger("cac_mhub")
 CONTRAST_SKIP_REASON = "contrast-enhanced CT: calcium scoring needs a non-contrast scan"
 
 
@@ -30,6 +32,8 @@ class AgatstonCalculator(Module):
         "normalise_to_mm": Option(float, 3.0, "scores scaled by increment / this"),
         "on_contrast": Option(str, "skip", "contrast-enhanced series: skip or score with a warning",
                               choices=("skip", "score")),
+        "guard": Option(str, "auto", "score calcium only inside the heart region, never on bone, aorta or "
+                        "valves: auto (when HeartLocator ran), on (required), off", choices=("auto", "on", "off")),
     }
 
     def run(self, instance: Instance, ctx: Context) -> None:
@@ -54,24 +58,56 @@ class AgatstonCalculator(Module):
             changed = sorted(name for name in _STANDARD_ONLY if self.opts[name] != self.options[name].default)
             if changed:
                 instance.warn(f"deepcac profile is fixed; ignored options: {', '.join(changed)}")
-        result = score(
-            volume.hu,
-            volume.spacing_zyx,
-            labels.array,
-            labels.names,
-            profile=self.opts["profile"],
-            threshold_hu=self.opts["threshold_hu"] if standard else None,
-            kvp=_kvp(volume.acquisition.get("kvp")),
-            kvp_adjusted_threshold=bool(self.opts["kvp_adjusted_threshold"]) and standard,
-            min_area_mm2=self.opts["min_area_mm2"] if standard else None,
-            min_area_pixels=self.opts["min_area_pixels"] if standard else None,
-            normalise_to_mm=self.opts["normalise_to_mm"] if standard else None,
-            mass_calibration=self.opts["mass_calibration"],
-            slice_thickness=volume.slice_thickness,
-        )
+        def score_of(array: np.ndarray) -> Any:
+            return score(
+                volume.hu,
+                volume.spacing_zyx,
+                array,
+                labels.names,
+                profile=self.opts["profile"],
+                threshold_hu=self.opts["threshold_hu"] if standard else None,
+                kvp=_kvp(volume.acquisition.get("kvp")),
+                kvp_adjusted_threshold=bool(self.opts["kvp_adjusted_threshold"]) and standard,
+                min_area_mm2=self.opts["min_area_mm2"] if standard else None,
+                min_area_pixels=self.opts["min_area_pixels"] if standard else None,
+                normalise_to_mm=self.opts["normalise_to_mm"] if standard else None,
+                mass_calibration=self.opts["mass_calibration"],
+                slice_thickness=volume.slice_thickness,
+            )
+
+        self.apply_guard(instance, score_of)
+        result = score_of(instance.labels.array)
         for message in result.warnings:
             instance.warn(message)
         instance.scores = result
+
+    def apply_guard(self, instance: Instance, score_of: Callable[[np.ndarray], Any]) -> None:
+        """Clear every candidate outside the heart region or on bone/aorta/valves; report what went."""
+        mode = self.opts["guard"]
+        anatomy = instance.anatomy
+        if mode == "off" or (mode == "auto" and anatomy is None):
+            instance.report["guard"] = {"applied": False,
+                                        "why": "guard off" if mode == "off" else "no HeartLocator in the chain"}
+            return
+        if anatomy is None or not anatomy.found:
+            why = anatomy.reason if anatomy is not None else "HeartLocator did not run"
+            raise SkipInstance(f"no heart region to guard the score with: {why}")
+        from ..anatomy.guard import guard, summarise
+
+        profile, _ = make_profile(self.opts["profile"], kvp=_kvp(instance.volume.acquisition.get("kvp")),
+                                  **({"threshold_hu": self.opts["threshold_hu"],
+                                      "kvp_adjusted_threshold": bool(self.opts["kvp_adjusted_threshold"])}
+                                     if self.opts["profile"] == "standard" else {}))
+        # candidates are calcium by the profile's own threshold (130 HU where it has none)
+        threshold = profile.threshold_hu if profile.threshold_hu is not None else 130.0
+        result = guard(instance.labels.array, instance.volume.hu, anatomy, threshold_hu=threshold)
+        summary = {"applied": True, **summarise(result, score_of)}
+        instance.report["guard"] = summary
+        instance.report["_guard_result"] = result
+        instance.labels.array = result.kept
+        for reason, block in summary["excluded"].items():
+            log.info("%s: guard excluded %d candidate(s) %s (Agatston %.1f)", instance.key,
+                     block["candidates"], block["meaning"], block["agatston"])
 
 
 _STANDARD_ONLY = ("threshold_hu", "kvp_adjusted_threshold", "min_area_mm2", "min_area_pixels",

@@ -12,8 +12,9 @@ class NiftiConverter(Module):
         "irregular_slices": Option(str, "reject", "missing slices / uneven spacing", choices=("reject", "resample")),
         "gantry_tilt": Option(str, "resample", "tilted acquisitions", choices=("resample", "reject")),
         "min_slices": Option(int, 3, "fewest slices that make a volume"),
-        "detect_contrast": Option(str, "header+image", "how contrast enhancement is detected",
-                                  choices=("header+image", "header", "off")),
+        "detect_contrast": Option(str, "header", "contrast evidence read here: header (ContrastBolus*), "
+                                  "header+image (adds a whole-image test, for chains without HeartLocator, "
+                                  "which judges the heart's blood), off", choices=("header", "header+image", "off")),
         "write_nifti": Option(bool, False, "also write the volume as NIfTI"),
         "nifti_name": Option(str, "ct.nii.gz", "file name of the NIfTI output in the series folder"),
     }

@@ -57,8 +57,10 @@ class NnunetCacRunner(Module):
         if min(volume.hu.shape) < 2:
             raise SkipInstance(f"volume too small to segment: shape {tuple(volume.hu.shape)}")
         opts = {**{k: o.default for k, o in self.options.items()}, **self.opts}
+        anatomy = instance.anatomy
+        centre = anatomy.region_centre() if anatomy is not None and anatomy.found else None
         result = self.model.segment(volume.hu, volume.spacing_zyx, crop=opts["crop"], min_hu=opts["min_hu"],
-                                    lesion_vote=opts["lesion_vote"])
+                                    lesion_vote=opts["lesion_vote"], heart_centre=centre)
         instance.labels = Labels(array=result.array, names=result.names,
                                  source=f"model:{self.model.card.ident}", extra=result.extra)
         instance.report["model"] = {"name": self.model.card.name, "version": self.model.card.version,

@@ -88,8 +88,12 @@ class ReportExporter(Module):
         from ..plots import lesion_overview
 
         volume, labels = instance.volume, instance.labels
+        anatomy = instance.anatomy
+        region = anatomy.full("region") if anatomy is not None and anatomy.found else None
+        guarded = instance.report.get("_guard_result")
         png = lesion_overview(volume.hu, labels.array, labels.names, instance.scores.to_dict(),
-                              volume.spacing_zyx, title=f"series {instance.key[-12:]}")
+                              volume.spacing_zyx, title=f"series {instance.key[-12:]}", region=region,
+                              excluded=guarded.excluded_maps if guarded is not None else None)
         target = ctx.output_dir / instance.key / "qc.png"
         atomic_write_bytes(target, png)
         instance.outputs["qc"] = str(target.relative_to(ctx.output_dir))

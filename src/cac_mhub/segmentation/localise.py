@@ -10,6 +10,7 @@ the estimate is off by a couple of centimetres.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -36,13 +37,18 @@ class HeartBox:
 
 
 def locate_heart(hu: np.ndarray, spacing_zyx: tuple[float, float, float],
-                 box_mm: tuple[float, float, float] = DEFAULT_BOX_MM) -> HeartBox:
-    """Box of ``box_mm`` around the estimated heart centre, clipped to the volume.
+                 box_mm: tuple[float, float, float] = DEFAULT_BOX_MM,
+                 centre_index: Sequence[float] | None = None) -> HeartBox:
+    """Box of ``box_mm`` around the heart centre, clipped to the volume.
 
-    Falls back to the volume centre (method ``center``) when no lungs are found, e.g. on a
-    scan that is not a chest CT; the caller still gets a valid box.
+    ``centre_index`` (z, y, x) is a centre found elsewhere (the anatomy's heart region, method
+    ``anatomy``). Without it the centre is estimated from the lungs; when no lungs are found,
+    e.g. on a scan that is not a chest CT, the volume centre is used (method ``center``).
     """
     step = [max(1, int(round(_COARSE_MM / s))) for s in spacing_zyx]
+    if centre_index is not None:
+        centre_idx = tuple(float(c) for c in centre_index)
+        return _box(centre_idx, hu.shape, spacing_zyx, box_mm, "anatomy")
     coarse = hu[:: step[0], :: step[1], :: step[2]]
     centre = _heart_centre_coarse(coarse)
     if centre is None:
@@ -52,8 +58,13 @@ def locate_heart(hu: np.ndarray, spacing_zyx: tuple[float, float, float],
         centre_idx = tuple(c * s for c, s in zip(centre, step))
         centre_idx = (max(0.0, centre_idx[0] + _Z_SHIFT_MM / spacing_zyx[0]), centre_idx[1], centre_idx[2])
         method = "lungs"
+    return _box(centre_idx, hu.shape, spacing_zyx, box_mm, method)
+
+
+def _box(centre_idx: Sequence[float], shape: Sequence[int], spacing_zyx: Sequence[float],
+         box_mm: Sequence[float], method: str) -> HeartBox:
     slices = []
-    for c, n, mm, sp in zip(centre_idx, hu.shape, box_mm, spacing_zyx):
+    for c, n, mm, sp in zip(centre_idx, shape, box_mm, spacing_zyx):
         width = min(n, int(round(mm / sp)))
         start = int(round(c - width / 2.0))
         start = min(max(0, start), n - width)

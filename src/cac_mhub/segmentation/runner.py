@@ -106,10 +106,13 @@ class CacModel:
         return predictor
 
     def segment(self, hu: np.ndarray, spacing_zyx: Sequence[float], crop: str = "auto",
-                min_hu: float | None = None, lesion_vote: bool | None = None) -> Segmentation:
+                min_hu: float | None = None, lesion_vote: bool | None = None,
+                heart_centre: Sequence[float] | None = None) -> Segmentation:
         """Label map (uint8, same shape as ``hu``) with the card's label values.
 
-        ``crop``: ``auto`` follows the card, ``heart`` always crops, ``none`` never does.
+        ``crop``: ``auto`` follows the card, ``heart`` always crops, ``none`` never does. The box
+        is centred on ``heart_centre`` (index z, y, x; from the HeartLocator) when given, else on
+        the lung-based estimate.
         Voxels below ``min_hu`` (default: the card's, 130 HU) are cleared: calcium by definition.
         ``lesion_vote`` (default: the card's): see :func:`vote_lesions`.
         """
@@ -119,7 +122,8 @@ class CacModel:
         slices: tuple[slice, ...] = (slice(None),) * 3
         if use_crop:
             box_mm = tuple(self.card.localisation.get("box_mm") or ()) or None
-            box = locate_heart(hu, tuple(spacing_zyx), **({"box_mm": box_mm} if box_mm else {}))
+            box = locate_heart(hu, tuple(spacing_zyx), **({"box_mm": box_mm} if box_mm else {}),
+                               centre_index=heart_centre)
             slices = box.slices
             box_info = box.as_dict()
         region = hu[slices]

@@ -1,0 +1,186 @@
+"""One call from a HU volume to the masks that decide where coronary calcium may count.
+
+Everything is computed on a coarse (about 2 mm) copy of the scan and brought back to the CT
+grid; see :mod:`.heart` for the method and its limits. The result says plainly when there is
+no heart in the field of view, so that no series is given a silent zero.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from . import aorta, heart, landmarks, masks
+from .grid import CoarseGrid
+
+#: Coronary calcium lies below this height above the aortic root's last clear disc ...
+ROOT_TOP_MM = 25.0
+#: ... or this height above the heart's centre, whichever is higher (the root's last clear
+#: disc can be low when the aorta runs along the heart, as in simple phantoms).
+CENTRE_TOP_MM = 45.0
+#: ... and above this depth below the heart's centre.
+BELOW_CENTRE_MM = 50.0
+#: Fallback top when the ascending aorta is not found.
+ABOVE_CENTRE_MM = 60.0
+#: Epicardial fat around the cardiac mass.
+FAT_MARGIN_MM = 10.0
+#: Skeleton and aorta grown by these margins before they are cut out of the region.
+BONE_MARGIN_MM = 2.0
+AORTA_MARGIN_MM = 2.0
+#: Points further behind the vertebral bodies' front edge than this are never heart.
+SPINE_MARGIN_MM = 5.0
+
+
+@dataclass
+class Anatomy:
+    """Masks on a coarse grid (upsample with :meth:`full`) and what was found."""
+
+    grid: CoarseGrid
+    coarse_hu: np.ndarray
+    """The scan block-averaged onto the coarse grid (float32 HU)."""
+    body: np.ndarray
+    lungs: np.ndarray
+    bone: np.ndarray
+    aorta: np.ndarray
+    heart_mass: np.ndarray
+    region: np.ndarray
+    """Where coronary calcium may be: the heart and its epicardial fat, minus everything else."""
+    spine_front: np.ndarray
+    """Per coarse slice, the y index of the vertebral bodies' front edge (NaN: not in view)."""
+    found: bool
+    reason: str = ""
+    """Why no heart region could be given (empty when found)."""
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def full(self, name: str) -> np.ndarray:
+        """A mask on the CT grid."""
+        return self.grid.upsample(getattr(self, name))
+
+    def region_centre(self) -> tuple[float, float, float]:
+        """Centre of the heart region's bounding box, as a CT-grid index (z, y, x)."""
+        box = ndimage.find_objects(self.region.astype(np.uint8))[0]
+        return self.grid.to_full_index(tuple((b.start + b.stop - 1) / 2.0 for b in box))  # type: ignore[arg-type]
+
+    def summary(self) -> dict[str, Any]:
+        voxel_cm3 = float(np.prod(self.grid.spacing)) / 1000.0
+        out = {"heart_found": self.found, "reason": self.reason,
+               "heart_region_cm3": round(float(self.region.sum()) * voxel_cm3, 1),
+               "lungs_cm3": round(float(self.lungs.sum()) * voxel_cm3, 1)}
+        out.update({k: v for k, v in self.info.items() if not k.startswith("_")})
+        return out
+
+
+def analyse(hu: np.ndarray, spacing_zyx: tuple[float, float, float]) -> Anatomy:
+    """Body, lungs, skeleton, aorta and heart region of an axial CT volume (HU, ``[z, y, x]``)."""
+    start = time.perf_counter()
+    grid = CoarseGrid.for_volume(hu.shape, spacing_zyx)
+    coarse = grid.downsample(hu)
+    spacing = grid.spacing
+    body = masks.body_mask(coarse, spacing)
+    outline = masks.body_outline(body, coarse)
+    lungs = masks.lung_mask(coarse, body, spacing, outline)
+    bone = masks.bone_mask(coarse, spacing)
+    soft = masks.soft_tissue(coarse, body, lungs) & ~bone
+    empty = np.zeros(grid.shape, bool)
+    front, spine_x = landmarks.spine_front(bone, body, spacing)
+    centre, reason = heart.find_centre(soft, lungs, body, spacing, front, spine_x)
+    if centre is None:
+        return Anatomy(grid, coarse, body, lungs, bone, empty, empty, empty, front, False, reason,
+                       {"seconds": round(time.perf_counter() - start, 2)})
+    desc, asc = _track_aorta(soft, lungs, bone, spacing, centre, front, spine_x)
+    aorta_mask = desc.mask(grid.shape, spacing, AORTA_MARGIN_MM) | asc.mask(grid.shape, spacing, AORTA_MARGIN_MM)
+    # everything below happens in a box of +-13 cm around the centre: the heart fits in it
+    box = tuple(slice(max(0, c - int(130.0 / s)), min(n, c + int(130.0 / s) + 1))
+                for c, s, n in zip(centre.zyx, spacing, grid.shape))
+    local = heart.HeartCentre(tuple(c - b.start for c, b in zip(centre.zyx, box)), centre.radius_mm,
+                              centre.lateral, [tuple(o - b.start for o, b in zip(p, box)) for p in centre.others
+                                               if all(b.start <= o < b.stop for o, b in zip(p, box))])
+    mass = empty.copy()
+    mass[box] = heart.heart_mass(soft[box] & ~aorta_mask[box], local, spacing, lungs[box])
+    region = empty.copy()
+    region[box] = ndimage.distance_transform_edt(~mass[box], sampling=spacing) <= FAT_MARGIN_MM
+    region[box] &= ~(ndimage.distance_transform_edt(~bone[box], sampling=spacing) <= BONE_MARGIN_MM)
+    region &= body & ~lungs & ~aorta_mask
+    z_centre = centre.zyx[0]
+    z_low = int(np.floor(z_centre - BELOW_CENTRE_MM / spacing[0]))
+    root = asc.z_range[0] if asc.discs else None
+    z_high = int(np.ceil(max(root + ROOT_TOP_MM / spacing[0], z_centre + CENTRE_TOP_MM / spacing[0]))) \
+        if root is not None else int(np.ceil(z_centre + ABOVE_CENTRE_MM / spacing[0]))
+    region[: max(0, z_low)] = False
+    region[max(0, z_high + 1):] = False
+    _behind_spine(region, front, spacing)
+    wall = landmarks.anterior_wall(bone, body, mass, spacing)
+    _in_front_of_wall(region, wall)
+    lowest = asc.discs[0] if asc.discs else None
+    info = {
+        "_aortic_root": (lowest.z, lowest.y, lowest.x, lowest.radius_mm) if lowest else None,
+        "centre_zyx_mm": [round(c * s, 1) for c, s in zip(centre.zyx, spacing)],
+        "centre_radius_mm": round(centre.radius_mm, 1),
+        "aortic_root_z_mm": round(root * spacing[0], 1) if root is not None else None,
+        "descending_aorta_slices": len(desc.discs),
+        "ascending_aorta_slices": len(asc.discs),
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    if not region.any():
+        return Anatomy(grid, coarse, body, lungs, bone, aorta_mask, mass, region, front, False,
+                       "heart region empty after anatomical limits", info)
+    return Anatomy(grid, coarse, body, lungs, bone, aorta_mask, mass, region, front, True, "", info)
+
+
+def _track_aorta(soft: np.ndarray, lungs: np.ndarray, bone: np.ndarray, spacing: tuple[float, float, float],
+                 centre: heart.HeartCentre, front: np.ndarray, spine_x: np.ndarray
+                 ) -> tuple[aorta.AortaTrack, aorta.AortaTrack]:
+    """Descending aorta beside the spine, then the ascending aorta in front of it above the heart."""
+    nz, ny, nx = soft.shape
+    yy, xx = np.mgrid[:ny, :nx]
+    z_centre = centre.zyx[0]
+    windows = {}
+    for z in range(nz):
+        if np.isnan(front[z]) or not lungs[z].any():
+            continue
+        dx = (xx - spine_x[z]) * spacing[2]
+        dy = (yy - front[z]) * spacing[1]
+        windows[z] = (dx > 8.0) & (dx < 80.0) & (dy > -40.0) & (dy < 35.0)
+    desc = aorta.track(soft, spacing, windows, "descending",
+                       seed_range=(z_centre, z_centre + int(60.0 / spacing[0])), min_score=0.4,
+                       max_gap_mm=25.0)
+    if not desc.discs:
+        return desc, aorta.AortaTrack("ascending", [])
+    top = desc.z_range[1]
+    zs = [d.z for d in desc.discs]
+    ys = [d.y for d in desc.discs]
+    windows = {}
+    for z in range(z_centre, top + 1):
+        if np.isnan(spine_x[z]):
+            continue
+        y_desc = float(np.interp(z, zs, ys))
+        dx = (xx - spine_x[z]) * spacing[2]
+        dy = (yy - y_desc) * spacing[1]
+        # in front of the descending aorta, but not right behind the sternum
+        windows[z] = (dy < -20.0) & (dy > -105.0) & (dx > -60.0) & (dx < 40.0)
+    lo, hi = min(windows, default=0), max(windows, default=0) + 1
+    clearance = np.full(soft.shape, np.inf, np.float32)
+    if hi > lo:
+        clearance[lo:hi] = ndimage.distance_transform_edt(~bone[lo:hi], sampling=spacing)
+    asc = aorta.track(soft, spacing, windows, "ascending", seed_range=(z_centre + int(15.0 / spacing[0]), top),
+                      min_score=0.4, min_seed_radius_mm=11.0, clearance=clearance)
+    return desc, asc
+
+
+def _behind_spine(region: np.ndarray, front: np.ndarray, spacing: tuple[float, float, float]) -> None:
+    margin = SPINE_MARGIN_MM / spacing[1]
+    for z in range(region.shape[0]):
+        if not np.isnan(front[z]):
+            region[z, int(np.ceil(front[z] + margin)):, :] = False
+
+
+def _in_front_of_wall(region: np.ndarray, wall: np.ndarray) -> None:
+    ny = region.shape[1]
+    rows = np.arange(ny)[:, None]
+    for z in range(region.shape[0]):
+        limit = np.where(np.isnan(wall[z]), -1, wall[z])
+        region[z] &= rows > limit[None, :]

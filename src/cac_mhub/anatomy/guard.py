@@ -1,0 +1,158 @@
+"""The guard before scoring: calcium counts only inside the heart region, never on bone or aorta.
+
+Pure: label map + HU + anatomy in, kept label map + a table of excluded candidates out. A
+*candidate* is one 3D (26-connected) component of labelled voxels at or above the calcium
+threshold. Each candidate gets exactly one verdict, checked in this order:
+
+1. ``outside_body`` -- its centre is outside the patient;
+2. ``bone`` -- it touches the skeleton (vertebrae, ribs, sternum, costal cartilage joined to them);
+3. ``aorta`` -- half or more of it lies on the aorta (wall of the ascending, arch, descending);
+4. ``outside_heart`` -- less than half of it lies in the heart region;
+5. ``aortic_valve`` / ``intracardiac`` -- it lies deep inside the cardiac mass (at least
+   ``DEPTH_MM`` from fat or lung): valve leaflets, the mitral annulus, papillary muscles.
+   Coronary arteries run in the epicardial fat on the heart's surface, so they never lie deep
+   inside it. Near the aortic root's axis it is called aortic valve calcium, else intracardiac
+   (mitral annulus and the like). These are reported as non-coronary calcium;
+6. otherwise kept.
+
+The score each excluded group would have added is computed with the same scoring code, so
+the report can say exactly what the guard took away.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+from scipy import ndimage
+
+from .analysis import Anatomy
+
+#: A candidate this deep inside the cardiac mass is not in a coronary artery.
+DEPTH_MM = 6.0
+REASONS = ("outside_body", "bone", "aorta", "outside_heart", "aortic_valve", "intracardiac")
+#: What each reason means, for reports and logs.
+REASON_TEXT = {
+    "outside_body": "outside the body",
+    "bone": "on bone (vertebra, rib, sternum, costal cartilage)",
+    "aorta": "on the aorta (wall of the ascending aorta, arch or descending aorta)",
+    "outside_heart": "outside the heart region",
+    "aortic_valve": "aortic valve (not coronary)",
+    "intracardiac": "inside the heart: mitral annulus, valve or papillary muscle (not coronary)",
+}
+NON_CORONARY = ("aortic_valve", "intracardiac")
+
+
+@dataclass
+class Candidate:
+    """One excluded or kept 3D calcium candidate."""
+
+    verdict: str
+    """``kept`` or one of :data:`REASONS`."""
+    voxels: int
+    centroid_zyx: tuple[float, float, float]
+    labels: list[int]
+
+
+@dataclass
+class GuardResult:
+    kept: np.ndarray
+    """The label map with every excluded candidate cleared."""
+    candidates: list[Candidate]
+    excluded_maps: dict[str, np.ndarray] = field(default_factory=dict)
+    """Reason -> label map holding only the candidates excluded for it (for their would-be score)."""
+
+    def counts(self) -> dict[str, int]:
+        return {r: sum(c.verdict == r for c in self.candidates) for r in ("kept", *REASONS)}
+
+
+def guard(labels: np.ndarray, hu: np.ndarray, anatomy: Anatomy, threshold_hu: float = 130.0) -> GuardResult:
+    """Sort every calcium candidate of ``labels`` into kept or excluded-with-reason."""
+    calcium = (labels > 0) & (hu >= threshold_hu)
+    components, count = ndimage.label(calcium, structure=np.ones((3, 3, 3), bool))
+    kept = labels.copy()
+    result = GuardResult(kept, [])
+    if count == 0:
+        return result
+    grid = anatomy.grid
+    iz, iy, ix = grid.index_maps()
+    depth = _depth_map(anatomy)
+    bone = ndimage.binary_dilation(anatomy.bone, iterations=1)
+    valve = _valve_test(anatomy)
+    boxes = ndimage.find_objects(components)
+    for index, box in enumerate(boxes, start=1):
+        if box is None:
+            continue
+        local = components[box] == index
+        zz, yy, xx = (np.nonzero(local)[k] + box[k].start for k in range(3))
+        cz, cy, cx = iz[zz], iy[yy], ix[xx]
+        centroid = (float(zz.mean()), float(yy.mean()), float(xx.mean()))
+        c_centroid = grid.to_coarse_index(centroid)
+        if not anatomy.body[c_centroid]:
+            verdict = "outside_body"
+        elif bone[cz, cy, cx].any():
+            verdict = "bone"
+        elif anatomy.aorta[cz, cy, cx].mean() >= 0.5:
+            verdict = "aorta"
+        elif anatomy.region[cz, cy, cx].mean() < 0.5:
+            verdict = "outside_heart"
+        elif depth[cz, cy, cx].max() >= DEPTH_MM:
+            verdict = "aortic_valve" if valve(c_centroid) else "intracardiac"
+        else:
+            verdict = "kept"
+        present = sorted(int(v) for v in np.unique(labels[box][local]))
+        result.candidates.append(Candidate(verdict, int(local.sum()), centroid, present))
+        if verdict != "kept":
+            target = result.excluded_maps.setdefault(verdict, np.zeros_like(labels))
+            target[box][local] = labels[box][local]
+            kept[box][local] = 0
+    return result
+
+
+def _depth_map(anatomy: Anatomy) -> np.ndarray:
+    """Distance (mm) from fat/lung into the cardiac mass, dense calcium counted as mass."""
+    # calcium embedded in the heart (valve, annulus) is too dense for the soft-tissue mass:
+    # count coarse voxels over 180 HU inside the region as mass
+    solid = anatomy.heart_mass | (anatomy.region & (anatomy.coarse_hu > 180.0))
+    return ndimage.distance_transform_edt(solid, sampling=anatomy.grid.spacing)
+
+
+def _valve_test(anatomy: Anatomy) -> Callable[[tuple[int, int, int]], bool]:
+    """True for coarse points in the aortic root's lumen: just below the ascending aorta's lowest disc, within its radius."""
+    root = anatomy.info.get("_aortic_root")
+    if not root:
+        return lambda point: False
+    z0, y0, x0, radius = root
+    spacing = anatomy.grid.spacing
+
+    def near(point: tuple[int, int, int]) -> bool:
+        dz = (point[0] - z0) * spacing[0]
+        dr = np.hypot((point[1] - y0) * spacing[1], (point[2] - x0) * spacing[2])
+        return -30.0 <= dz <= 10.0 and dr <= radius
+
+    return near
+
+
+def summarise(result: GuardResult, score_of: Callable[[np.ndarray], Any]) -> dict[str, Any]:
+    """Report block: per reason the candidates and the score they would have added."""
+    excluded: dict[str, Any] = {}
+    for reason in REASONS:
+        group = [c for c in result.candidates if c.verdict == reason]
+        if not group:
+            continue
+        scores = score_of(result.excluded_maps[reason])
+        excluded[reason] = {
+            "meaning": REASON_TEXT[reason],
+            "candidates": len(group),
+            "voxels": int(sum(c.voxels for c in group)),
+            "agatston": round(float(scores.agatston), 3),
+            "volume_mm3": round(float(scores.volume_mm3), 3),
+        }
+    return {
+        "candidates": len(result.candidates),
+        "kept": sum(c.verdict == "kept" for c in result.candidates),
+        "excluded": excluded,
+        "excluded_agatston": round(sum(v["agatston"] for k, v in excluded.items() if k not in NON_CORONARY), 3),
+        "non_coronary_agatston": round(sum(v["agatston"] for k, v in excluded.items() if k in NON_CORONARY), 3),
+    }

@@ -1,0 +1,229 @@
+"""The heart region: where coronary calcium can be, found from the image on the coarse grid.
+
+How (no network, about 2-5 s a scan on two CPU cores):
+
+1. **Centre.** The heart is the thickest soft-tissue mass of the chest. The centre of the
+   largest ball that fits in soft tissue (a distance-transform maximum) is accepted as the
+   heart's centre only if there is lung to its left and to its right in its own slice (or the
+   field of view ends there) and no lung right above it (that would be the liver under the
+   right lung). No such centre means no heart in the field of view: upper thorax only,
+   abdomen, head, a phantom without lungs.
+2. **Extent.** From the centre, rays in every direction run until they meet lung (the
+   pericardium lies against the lungs) or the edge of the image; where they meet nothing the
+   heart's typical size is used. The radii are smoothed over neighbouring directions into a
+   star-shaped envelope, widened by a margin for the epicardial fat where the arteries run.
+3. **Limits.** The envelope is cut to: inside the body, not lung, not bone (skeleton grown by
+   a few mm), in front of the vertebral bodies, behind the inner surface of the anterior chest
+   wall (sternum, costal cartilage), not the aorta (see :mod:`.aorta`), not above the aortic
+   root's top.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import logging
+
+import numpy as np
+from scipy import ndimage
+
+log = logging.getLogger("cac_mhub.anatomy")
+
+#: A heart's largest inscribed ball in soft tissue is 25-50 mm in radius (ventricles, blood pool).
+MIN_HEART_RADIUS_MM = 20.0
+#: Fraction of the shell around the heart's inscribed ball that is fat or lung (real hearts
+#: 0.27-0.55; liver, muscle or a phantom's solid body 0.08-0.16).
+MIN_SHELL_CONTRAST = 0.2
+#: Rays that meet no lung stop at this distance from the centre (typical heart half-size + fat).
+DEFAULT_REACH_MM = 62.0
+MAX_REACH_MM = 95.0
+#: Epicardial fat beyond the heart's soft-tissue surface, where the coronaries run.
+MARGIN_MM = 8.0
+
+
+@dataclass
+class HeartCentre:
+    zyx: tuple[int, int, int]
+    """Coarse-grid index of the centre."""
+    radius_mm: float
+    """Radius of the largest soft-tissue ball there."""
+    lateral: tuple[str, str]
+    """What the rays to the patient's left and right met: lung or edge."""
+    others: list[tuple[int, int, int]] = field(default_factory=list)
+    """Centres of other thick soft-tissue masses (liver, abdomen): the heart is grown apart from them."""
+
+
+def _walk(mask_lung: np.ndarray, body: np.ndarray, start: tuple[int, int, int], direction: np.ndarray,
+          spacing: tuple[float, float, float], limit_mm: float) -> tuple[str, float]:
+    """Walk from ``start`` along ``direction`` (z, y, x unit vector, mm); what is met first, and where."""
+    step = 0.5 * min(spacing)
+    shape = mask_lung.shape
+    for distance in np.arange(step, limit_mm, step):
+        p = [int(round(s + d * distance / sp)) for s, d, sp in zip(start, direction, spacing)]
+        if not all(0 <= v < n for v, n in zip(p, shape)):
+            return "edge", float(distance)
+        if mask_lung[p[0], p[1], p[2]]:
+            return "lung", float(distance)
+        if not body[p[0], p[1], p[2]]:
+            return "outside", float(distance)
+    return "none", float(limit_mm)
+
+
+def find_centre(soft: np.ndarray, lungs: np.ndarray, body: np.ndarray,
+                spacing: tuple[float, float, float], spine_front: np.ndarray | None = None,
+                spine_x: np.ndarray | None = None) -> tuple[HeartCentre | None, str]:
+    """The heart's centre on the coarse grid, or None and the reason why there is no heart.
+
+    The heart's centre (its largest inscribed ball, in the ventricles) has lung to its left and
+    right, fat and lung on much of a shell around it, lies in front of the vertebral bodies
+    (neck and back muscles are behind them), and is not the liver's dome: right of the spine
+    with the right lung's base right above it.
+    """
+    voxel_cm3 = float(np.prod(spacing)) / 1000.0
+    if lungs.sum() * voxel_cm3 < 50.0:
+        return None, "no lungs in the field of view: not a chest CT (or a phantom without lungs)"
+    distance = _distance_near_lungs(soft, lungs, spacing)
+    window = [max(1, int(round(20.0 / s))) | 1 for s in spacing]
+    peaks = np.argwhere((distance == ndimage.maximum_filter(distance, size=window))
+                        & (distance >= MIN_HEART_RADIUS_MM))
+    if peaks.size == 0:
+        return None, ("no heart-sized soft-tissue mass in the field of view "
+                      "(upper thorax, neck or a scan without the heart?)")
+    order = np.argsort(distance[tuple(peaks.T)])[::-1]
+    above_mm = (20.0, 60.0)
+    rejected = 0
+    examined: list[np.ndarray] = []
+    for index in order:
+        if len(examined) >= 40:
+            break
+        point = peaks[index]
+        # a plateau of the distance map gives many equal peaks side by side: examine one of them
+        if any(np.linalg.norm((point - e) * np.asarray(spacing)) < 15.0 for e in examined):
+            continue
+        examined.append(point)
+        z, y, x = (int(v) for v in point)
+        shell = shell_contrast(soft, (z, y, x), float(distance[z, y, x]), spacing)
+        log.debug("heart candidate %s r=%.1f shell %.2f", (z, y, x), distance[z, y, x], shell)
+        if shell < MIN_SHELL_CONTRAST:
+            log.debug("  rejected: soft tissue all round (not wrapped in fat and lung)")
+            rejected += 1
+            continue
+        if spine_front is not None and not np.isnan(spine_front[z]) and y >= spine_front[z]:
+            log.debug("  rejected: behind the spine front")
+            rejected += 1
+            continue
+        left = _lateral(lungs, body, (z, y, x), spacing, side=1.0)
+        right = _lateral(lungs, body, (z, y, x), spacing, side=-1.0)
+        if "lung" not in (left, right) or not {left, right} <= {"lung", "edge"}:
+            log.debug("  rejected: lateral %s %s", left, right)
+            rejected += 1
+            continue
+        z0 = min(lungs.shape[0], z + int(above_mm[0] / spacing[0]))
+        z1 = min(lungs.shape[0], z + int(above_mm[1] / spacing[0]) + 1)
+        column = lungs[z0:z1, max(0, y - 2):y + 3, max(0, x - 2):x + 3]
+        right_side = spine_x is not None and not np.isnan(spine_x[z]) and (x - spine_x[z]) * spacing[2] < -10.0
+        if right_side and column.size and column.mean() > 0.3:
+            log.debug("  rejected: right of the spine under a lung (the liver's dome)")
+            rejected += 1
+            continue
+        others = [tuple(int(v) for v in p) for p in peaks
+                  if np.linalg.norm((p - (z, y, x)) * np.asarray(spacing)) >= 50.0
+                  and (p[0] < z or lungs[min(lungs.shape[0] - 1, p[0] + int(20.0 / spacing[0])), p[1], p[2]])]
+        return HeartCentre((z, y, x), float(distance[z, y, x]), (left, right), others), ""
+    return None, "no soft-tissue mass between the lungs: no heart in the field of view"
+
+
+def fibonacci_directions(count: int = 200) -> np.ndarray:
+    """Nearly uniform unit vectors (z, y, x) on the sphere."""
+    i = np.arange(count) + 0.5
+    polar = np.arccos(1.0 - 2.0 * i / count)
+    azimuth = np.pi * (1.0 + 5.0 ** 0.5) * i
+    return np.stack([np.cos(polar), np.sin(polar) * np.sin(azimuth), np.sin(polar) * np.cos(azimuth)], axis=1)
+
+
+def shell_contrast(soft: np.ndarray, centre: tuple[int, int, int], radius_mm: float,
+                   spacing: tuple[float, float, float]) -> float:
+    """Fraction of a shell 3-12 mm outside the inscribed ball that is not soft tissue.
+
+    The heart is wrapped in epicardial fat and lungs; the liver, muscle or a phantom's solid
+    body around a thick spot are soft tissue all round.
+    """
+    directions = fibonacci_directions(120)
+    hits = total = 0
+    for direction in directions:
+        for extra in (3.0, 7.0, 12.0):
+            p = [int(round(c + d * (radius_mm + extra) / s)) for c, d, s in zip(centre, direction, spacing)]
+            if all(0 <= v < n for v, n in zip(p, soft.shape)):
+                total += 1
+                hits += not soft[p[0], p[1], p[2]]
+    return hits / total if total else 0.0
+
+
+def _distance_near_lungs(soft: np.ndarray, lungs: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+    """Distance transform (mm) of soft tissue, computed only in the box of the lungs (+3 cm): fast."""
+    box = ndimage.find_objects(lungs.astype(np.uint8))[0]
+    pad = [int(30.0 / s) for s in spacing]
+    box = tuple(slice(max(0, b.start - p), min(n, b.stop + p)) for b, p, n in zip(box, pad, soft.shape))
+    distance = np.zeros(soft.shape, np.float32)
+    # padded with background: a ball may not reach beyond the scanned volume (a liver cut by
+    # the last slice or a small field of view would otherwise look thicker than the heart)
+    padded = np.pad(soft[box], 1, constant_values=False)
+    distance[box] = ndimage.distance_transform_edt(padded, sampling=spacing)[1:-1, 1:-1, 1:-1]
+    return distance
+
+
+def _lateral(lungs: np.ndarray, body: np.ndarray, start: tuple[int, int, int], spacing: tuple[float, float, float],
+             side: float) -> str:
+    """What rays towards the patient's left (side=+1) or right (-1) meet, in a +-60 degree fan.
+
+    Wide, because the lungs wrap around the heart from behind: where the heart touches the
+    chest wall in front (the cardiac notch), the lung is found further back.
+    """
+    met = []
+    for angle in (-60.0, -30.0, 0.0, 30.0, 60.0):
+        a = np.radians(angle)
+        direction = np.array([0.0, np.sin(a), side * np.cos(a)])
+        met.append(_walk(lungs, body, start, direction, spacing, 160.0)[0])
+    for what in ("lung", "edge"):
+        if what in met:
+            return what
+    return met[2]
+
+
+def heart_mass(soft: np.ndarray, centre: HeartCentre, spacing: tuple[float, float, float],
+               lungs: np.ndarray) -> np.ndarray:
+    """The cardiac soft tissue (chambers and myocardium) connected to the centre by thick paths.
+
+    An opening by reconstruction: soft tissue eroded by about half the heart's inscribed radius
+    keeps only thick parts; the part holding the centre is grown back within soft tissue. Thin
+    bridges (pericardium against the chest wall, vessels, diaphragm contact points) are cut.
+    """
+    from skimage.segmentation import watershed
+
+    radius = float(np.clip(0.45 * centre.radius_mm, 8.0, 15.0))
+    distance = ndimage.distance_transform_edt(soft, sampling=spacing)
+    labels, _ = ndimage.label(distance > radius)
+    core = labels == labels[centre.zyx]
+    if not core.any():
+        return core
+    grown = ndimage.distance_transform_edt(~core, sampling=spacing) <= radius + 0.5 * min(spacing)
+    mass = grown & soft
+    others = [p for p in centre.others if mass[p]]
+    if not others:
+        return mass
+    # The heart sits on the liver: where they touch broadly, split the mass at the waist of the
+    # distance map between the heart's centre and the centres of the masses below or under lung.
+    # The right atrium drains the liver's veins and may fall on the liver's side of the waist,
+    # so only what is clearly liver leaves: low down, or right under the lung (the dome).
+    markers = np.zeros(mass.shape, np.int32)
+    for p in others:
+        markers[p] = 2
+    markers[centre.zyx] = 1
+    other_side = watershed(-distance, markers, mask=mass) == 2
+    low = np.zeros(mass.shape, bool)
+    low[: max(0, centre.zyx[0] - int(round(15.0 / spacing[0])))] = True
+    reach = max(1, int(round(40.0 / spacing[0])))
+    lung_above = np.zeros(mass.shape, bool)
+    for dz in range(1, reach + 1):
+        lung_above[:-dz] |= lungs[dz:]
+    return mass & ~(other_side & (low | lung_above))
