@@ -253,6 +253,8 @@ def setup_logging(output_dir: Path, level: str, quiet: bool) -> list[logging.Han
     # pydicom complains about every non-conforming value it reads (e.g. a hash in a UI field);
     # that is input quality, not the user's business: keep it out of the console, in the debug log.
     warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom(\..*)?$")
+    # highdicom's warnings quote the value they dislike, e.g. the PatientName: never on the console
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"highdicom(\..*)?$")
     pydicom_log = logging.getLogger("pydicom")
     pydicom_log.propagate = False
     pydicom_log.handlers = [logfile] if level == "debug" else [logging.NullHandler()]

@@ -30,7 +30,9 @@ ABOVE_CENTRE_MM = 60.0
 FAT_MARGIN_MM = 10.0
 #: Skeleton and aorta grown by these margins before they are cut out of the region.
 BONE_MARGIN_MM = 2.0
-AORTA_MARGIN_MM = 2.0
+AORTA_MARGIN_MM = 3.0
+#: The ascending aorta's root carries the coronary ostia on its wall: a tighter margin there.
+ASCENDING_MARGIN_MM = 1.5
 #: Points further behind the vertebral bodies' front edge than this are never heart.
 SPINE_MARGIN_MM = 5.0
 
@@ -92,7 +94,7 @@ def analyse(hu: np.ndarray, spacing_zyx: tuple[float, float, float]) -> Anatomy:
         return Anatomy(grid, coarse, body, lungs, bone, empty, empty, empty, front, False, reason,
                        {"seconds": round(time.perf_counter() - start, 2)})
     desc, asc = _track_aorta(soft, lungs, bone, spacing, centre, front, spine_x)
-    aorta_mask = desc.mask(grid.shape, spacing, AORTA_MARGIN_MM) | asc.mask(grid.shape, spacing, AORTA_MARGIN_MM)
+    aorta_mask = desc.mask(grid.shape, spacing, AORTA_MARGIN_MM) | asc.mask(grid.shape, spacing, ASCENDING_MARGIN_MM)
     # everything below happens in a box of +-13 cm around the centre: the heart fits in it
     box = tuple(slice(max(0, c - int(130.0 / s)), min(n, c + int(130.0 / s) + 1))
                 for c, s, n in zip(centre.zyx, spacing, grid.shape))

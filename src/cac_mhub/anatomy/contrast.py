@@ -5,12 +5,11 @@ coarse grid of :mod:`.analysis`:
 
 * the heart's blood pool: median HU of the cardiac soft-tissue mass away from its surface,
   when the heart was found (a non-contrast or calcium-scoring scan always has one);
-* enhanced blood in the mediastinum: the largest connected region whose HU, smoothed over
-  about 6 mm, lies in 180-600 HU, counted only between the lungs and in front of the spine.
-  Bone marrow and the vertebral column (which fooled a whole-image test on 5 mm scans) are
-  outside that space; a contrast-filled heart and aorta are hundreds of cm3 inside it.
-
-Without lungs in view (a cropped cardiac CTA, say) the whole image is searched instead.
+* enhanced blood: the largest thick, connected region whose HU, smoothed over about 6 mm, lies
+  in 180-600 HU, in front of the spine (vertebral marrow fooled a whole-image test on 5 mm
+  scans): in the heart region and aorta when the heart was found, else between the lungs, else
+  (no lungs in view: a cropped cardiac CTA, say) in the whole image. A contrast-filled heart and
+  aorta are hundreds of cm3 and centimetres thick; sternum, ribs and cartilage are thin.
 """
 
 from __future__ import annotations
@@ -40,26 +39,37 @@ def blood_pool_hu(anatomy: Anatomy) -> float | None:
 
 
 def enhanced_volume_cm3(anatomy: Anatomy) -> tuple[float, bool]:
-    """Largest connected 180-600 HU (6 mm smoothed) region; and whether it was searched between the lungs."""
+    """Largest thick, connected 180-600 HU (6 mm smoothed) region; and whether lungs were in view.
+
+    Searched in front of the spine: in the heart region and the aorta when the heart was found,
+    else between the lungs, else (no lungs in view) everywhere. Thick means a ball of 10 mm
+    radius fits in it somewhere: a contrast-filled chamber or aorta does, the sternum, ribs and
+    costal cartilage (which look like enhanced blood after smoothing) do not.
+    """
     coarse, spacing = anatomy.coarse_hu, anatomy.grid.spacing
     size = [max(1, int(round(6.0 / s))) for s in spacing]
     smooth = ndimage.uniform_filter(coarse, size=size)
     blood_like = (smooth > 180.0) & (smooth < 600.0) & anatomy.body
     between_lungs = anatomy.lungs.sum() * float(np.prod(spacing)) / 1000.0 >= 50.0
-    if between_lungs:
-        space = convex_hull_slices(anatomy.lungs) & ~anatomy.lungs
-        rows = np.arange(coarse.shape[1])[None, :, None]
-        front = np.where(np.isnan(anatomy.spine_front), coarse.shape[1], anatomy.spine_front)
-        space &= rows < front[:, None, None]
-        blood_like &= space
+    if anatomy.found:
+        blood_like &= ndimage.binary_dilation(anatomy.region | anatomy.aorta, iterations=2)
+    elif between_lungs:
+        blood_like &= convex_hull_slices(anatomy.lungs) & ~anatomy.lungs
     else:
         # away from dense cortical bone, whose marrow and partial volume look like blood
         blood_like &= ~ndimage.binary_dilation(coarse > 700.0, iterations=2)
+    if between_lungs:
+        rows = np.arange(coarse.shape[1])[None, :, None]
+        front = np.where(np.isnan(anatomy.spine_front), coarse.shape[1], anatomy.spine_front)
+        blood_like &= rows < front[:, None, None]
     labels, count = ndimage.label(blood_like)
     if count == 0:
         return 0.0, between_lungs
-    largest = float(np.bincount(labels.ravel())[1:].max()) * float(np.prod(spacing)) / 1000.0
-    return largest, between_lungs
+    thickness = ndimage.maximum(ndimage.distance_transform_edt(blood_like, sampling=spacing), labels,
+                                index=np.arange(1, count + 1))
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:] * float(np.prod(spacing)) / 1000.0
+    thick = sizes[np.asarray(thickness) >= 10.0]
+    return (float(thick.max()) if thick.size else 0.0), between_lungs
 
 
 def contrast_evidence(anatomy: Anatomy) -> tuple[str, dict[str, float | None]]:

@@ -15,9 +15,10 @@ from ..segmentation.localise import DEFAULT_BOX_MM
 from ..segmentation.card import write_card
 
 SYNTHETIC_WARNING = (
-    "Demonstration and testing of the cac-mhub pipeline only. Trained on synthetic thorax phantoms "
-    "(no patient data); NOT validated on real scans and NOT for clinical use. Replace it with a real "
-    "nnU-Net v2 model (see docs/model.md) for any real analysis."
+    "Demonstration and testing of the cac-mhub pipeline only. Trained on synthetic thorax phantoms, "
+    "with real chest CT as calcium-free negatives only (no real calcium was ever labelled); NOT validated "
+    "on real calcium and NOT for clinical use. Scores count only calcium inside the heart region found by "
+    "HeartLocator. Replace it with a real nnU-Net v2 model (see docs/model.md) for any real analysis."
 )
 
 
@@ -61,18 +62,22 @@ def export_model(fold_dir: Path, target: Path, name: str, version: str, training
         "version": version,
         "description": description or (
             "2D nnU-Net v2 (PlainConvUNet, 5 stages, 16-128 features) that labels coronary calcium by "
-            "artery inside a heart crop found by lung-based localisation."),
+            "artery inside a heart crop centred on the HeartLocator's heart region (lung-based estimate "
+            "without it)."),
         "framework": "nnunetv2",
         "nnunet": {"configuration": lean["init_args"]["configuration"], "trainer": "nnUNetTrainer (trained with "
                    "cac_mhub.training.trainer.CacTrainer: no mirroring, +-15 deg rotation)",
                    "folds": [fold], "checkpoint": "checkpoint_final.pth"},
         "labels": labels,
         "input": {"modality": "CT", "units": "HU", "contrast": "none (non-contrast chest or calcium-scoring CT)",
-                  "slice_increment_mm": "1-3", "orientation": "axial, LPS as read by the project"},
+                  "slice_increment_mm": "0.6-5", "orientation": "axial, LPS as read by the project",
+                  "field_of_view": "whole chest or heart-only (cardiac) reconstructions"},
         "localisation": {"method": "lungs", "box_mm": list(DEFAULT_BOX_MM)},
         "postprocess": {"min_hu": 130.0, "lesion_vote": True},
         "training_data": ("Synthetic thorax phantoms from cac_mhub.phantom.thorax (seeds "
-                          f"{training.get('seeds')}); synthetic only, no patient data."),
+                          f"{training.get('seeds')}, style default, {training.get('cardiac_fov_share', 0):.0%} heart-only "
+                          "fields of view) plus real chest CT as negatives (labels all background): "
+                          f"{', '.join(training.get('real_negatives') or []) or 'none'}. No real calcium labels."),
         "training": training,
         "intended_use": SYNTHETIC_WARNING,
         "license": "MIT (weights and recipe, as the project)",

@@ -44,34 +44,109 @@ CT_INTENSITY = {"max": 3071.0, "mean": 0.0, "median": 0.0, "min": -1024.0,
 TRAIN_SEED = 1000
 
 
+#: Share of training phantoms made as heart-only (cardiac, gated-like) reconstructions.
+CARDIAC_FOV_SHARE = 0.3
+
+
+def heart_crop(hu: np.ndarray, spacing: tuple[float, float, float]) -> tuple[slice, ...]:
+    """The crop the runner segments: the card's box around the HeartLocator's heart region."""
+    from ..anatomy import analyse
+    from ..segmentation.localise import locate_heart
+
+    anatomy = analyse(hu, spacing)
+    centre = anatomy.region_centre() if anatomy.found else None
+    return locate_heart(hu, spacing, centre_index=centre).slices
+
+
 def make_case(seed: int) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
     """A training case: the heart crop of one phantom and its artery labels."""
     from ..phantom.thorax import generate_thorax
-    from ..segmentation.localise import locate_heart
 
     rng = np.random.default_rng(seed + 7)
     burden = str(rng.choice(["zero", "mild", "moderate", "severe"], p=[0.1, 0.3, 0.3, 0.3]))
-    phantom = generate_thorax(seed, burden=burden)
-    box = locate_heart(phantom.hu, phantom.spacing_zyx)
-    return phantom.hu[box.slices].copy(), phantom.labels[box.slices].copy(), phantom.spacing_zyx
+    fov = float(rng.uniform(180.0, 250.0)) if rng.random() < CARDIAC_FOV_SHARE else None
+    phantom = generate_thorax(seed, burden=burden, fov_mm=fov)
+    box = heart_crop(phantom.hu, phantom.spacing_zyx)
+    return phantom.hu[box].copy(), phantom.labels[box].copy(), phantom.spacing_zyx
+
+
+#: Real chest CT used as negatives (no coronary calcium labelled): the scanner's anatomy, bone,
+#: aorta and noise that phantoms only imitate. ricord_chest_ge is kept out to measure on.
+REAL_NEGATIVES = ("itkelastix_thorax_00",)
+#: Variants of each real negative: (noise HU added, slab thickness mm, cardiac field of view mm).
+REAL_VARIANTS = ((0.0, None, None), (35.0, None, None), (0.0, 5.0, None), (20.0, 3.0, None),
+                 (0.0, None, 220.0), (30.0, 3.0, 200.0))
+
+
+def real_negative_cases(shared_ct: Path) -> list[tuple[str, np.ndarray, np.ndarray, tuple[float, float, float]]]:
+    """Heart crops of the real negatives and their variants, labels all zero; [] without the data."""
+    from ..dicom.scan import SelectionRules, scan, select
+    from ..dicom.volume import assemble
+
+    cases = []
+    for name in REAL_NEGATIVES:
+        folder = shared_ct / name
+        if not folder.is_dir():
+            log.warning("real negative %s not found under %s: trained without it", name, shared_ct)
+            continue
+        found = select(scan(folder).series, SelectionRules())
+        if not found:
+            continue
+        volume, _ = assemble(found[0])
+        for index, (noise, slab, fov) in enumerate(REAL_VARIANTS):
+            hu, spacing = _variant(volume.hu, volume.spacing_zyx, noise, slab, fov, seed=index)
+            box = heart_crop(hu, spacing)
+            cases.append((f"real_{name}_{index}", hu[box].copy(), np.zeros(hu[box].shape, np.uint8), spacing))
+    return cases
+
+
+def _variant(hu: np.ndarray, spacing: tuple[float, float, float], noise: float, slab: float | None,
+             fov: float | None, seed: int) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Thicker slabs (mean of neighbouring slices), added low-dose noise, a heart-centred field of view."""
+    from scipy import ndimage
+
+    from ..anatomy import analyse
+
+    out = hu.astype(np.float32)
+    spacing = tuple(float(s) for s in spacing)
+    if slab:
+        k = max(1, int(round(slab / spacing[0])))
+        n = out.shape[0] // k * k
+        out = out[:n].reshape(n // k, k, *out.shape[1:]).mean(axis=1)
+        spacing = (spacing[0] * k, spacing[1], spacing[2])
+    if fov:
+        anatomy = analyse(out, spacing)
+        if anatomy.found:
+            cz, cy, cx = anatomy.region_centre()
+            half = [int(fov / 2.0 / s) for s in spacing[1:]]
+            y0, x0 = max(0, int(cy) - half[0]), max(0, int(cx) - half[1])
+            out = out[:, y0:y0 + 2 * half[0], x0:x0 + 2 * half[1]]
+    if noise:
+        rng = np.random.default_rng(seed)
+        grain = ndimage.gaussian_filter(rng.standard_normal(out.shape).astype(np.float32), (0, 0.7, 0.7))
+        out += grain * (noise / max(float(grain.std()), 1e-6))
+    return np.clip(np.round(out), -1024, 3071).astype(np.int16), spacing
 
 
 def _write_case(args: tuple[int, str]) -> str:
-    import SimpleITK as sitk
-
     seed, raw = args
     image, labels, spacing = make_case(seed)
     key = f"phantom_{seed:06d}"
-    for array, path in ((image, Path(raw) / "imagesTr" / f"{key}_0000.nii.gz"),
-                        (labels, Path(raw) / "labelsTr" / f"{key}.nii.gz")):
-        itk = sitk.GetImageFromArray(array)
-        itk.SetSpacing(tuple(float(s) for s in spacing[::-1]))
-        sitk.WriteImage(itk, str(path), useCompression=True)
+    _write_image(image, spacing, Path(raw) / "imagesTr" / f"{key}_0000.nii.gz")
+    _write_image(labels, spacing, Path(raw) / "labelsTr" / f"{key}.nii.gz")
     return key
 
 
-def write_dataset(raw_root: Path, cases: int, seed: int, processes: int) -> Path:
-    """Generate ``cases`` phantom crops as an nnU-Net v2 raw dataset; returns its folder."""
+def _write_image(array: np.ndarray, spacing: tuple[float, float, float], path: Path) -> None:
+    import SimpleITK as sitk
+
+    itk = sitk.GetImageFromArray(array)
+    itk.SetSpacing(tuple(float(s) for s in spacing[::-1]))
+    sitk.WriteImage(itk, str(path), useCompression=True)
+
+
+def write_dataset(raw_root: Path, cases: int, seed: int, processes: int, shared_ct: Path | None = None) -> Path:
+    """Phantom crops (and real negatives from ``shared_ct``) as an nnU-Net v2 raw dataset; returns its folder."""
     raw = raw_root / DATASET_NAME
     (raw / "imagesTr").mkdir(parents=True, exist_ok=True)
     (raw / "labelsTr").mkdir(parents=True, exist_ok=True)
@@ -81,14 +156,22 @@ def write_dataset(raw_root: Path, cases: int, seed: int, processes: int) -> Path
         with multiprocessing.get_context("spawn").Pool(processes) as pool:
             for i, key in enumerate(pool.imap_unordered(_write_case, todo)):
                 log.info("case %d/%d %s", i + 1, len(todo), key)
+    real = []
+    if shared_ct is not None:
+        for key, image, labels, spacing in real_negative_cases(shared_ct):
+            _write_image(image, spacing, raw / "imagesTr" / f"{key}_0000.nii.gz")
+            _write_image(labels, spacing, raw / "labelsTr" / f"{key}.nii.gz")
+            real.append(key)
+            log.info("real negative %s", key)
     dataset_json = {
         "channel_names": {"0": "CT"},
         "labels": {"background": 0, "LM": 1, "LAD": 2, "LCX": 3, "RCA": 4},
-        "numTraining": cases,
+        "numTraining": cases + len(real),
         "file_ending": ".nii.gz",
         "name": DATASET_NAME,
-        "description": "Synthetic thorax phantoms (cac_mhub.phantom.thorax), heart crops; synthetic only.",
+        "description": "Synthetic thorax phantoms (cac_mhub.phantom.thorax) and real chest CT as negatives, heart crops.",
         "phantom_seeds": [seed, seed + cases - 1],
+        "real_negatives": real,
     }
     (raw / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
     return raw
@@ -171,17 +254,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/cac_train"), help="nnU-Net work folders")
     parser.add_argument("--cases", type=int, default=80)
     parser.add_argument("--seed", type=int, default=TRAIN_SEED, help="first phantom seed")
-    parser.add_argument("--epochs", type=int, default=90)
+    parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--iterations", type=int, default=40, help="training iterations per epoch")
     parser.add_argument("--processes", type=int, default=2, help="worker processes for data generation")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--name", default="cac-phantom-2d")
-    parser.add_argument("--version", default="0.1.0")
+    parser.add_argument("--version", default="0.2.0")
     parser.add_argument("--models", type=Path, default=Path("models"), help="export target folder")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--skip-data", action="store_true", help="reuse the preprocessed dataset")
     parser.add_argument("--init-weights", type=Path, default=None, help="start from this checkpoint's weights")
     parser.add_argument("--lr", type=float, default=None, help="initial learning rate (nnU-Net default 0.01)")
+    parser.add_argument("--shared-ct", type=Path, default=Path(__file__).resolve().parents[4] / "shared" / "data" / "ct",
+                        help="folder with the real CT used as negatives (skipped when absent)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     prepare_nnunet_env(args.work, data_workers=1)
@@ -190,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     start = time.time()
     if not args.skip_data:
-        write_dataset(Path(os.environ["nnUNet_raw"]), args.cases, args.seed, args.processes)
+        write_dataset(Path(os.environ["nnUNet_raw"]), args.cases, args.seed, args.processes, args.shared_ct)
         log.info("dataset written in %.0f s", time.time() - start)
         plan_and_preprocess(args.processes)
         log.info("preprocessed after %.0f s", time.time() - start)
@@ -201,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     target = export_model(out, args.models / args.name, name=args.name, version=args.version,
                           inference_patch=PATCH_YX,
                           training={"cases": args.cases, "seeds": [args.seed, args.seed + args.cases - 1],
+                                    "real_negatives": [f"{name} x {len(REAL_VARIANTS)} variants" for name in REAL_NEGATIVES
+                                                       if (args.shared_ct / name).is_dir()],
+                                    "cardiac_fov_share": CARDIAC_FOV_SHARE,
                                     "epochs": args.epochs, "iterations_per_epoch": args.iterations,
                                     "train_patch_yx": list(TRAIN_PATCH_YX),
                                     "target_spacing_yx": list(TARGET_SPACING_YX),
