@@ -8,12 +8,13 @@ threshold. Each candidate gets exactly one verdict, checked in this order:
 2. ``bone`` -- it touches the skeleton (vertebrae, ribs, sternum, costal cartilage joined to them);
 3. ``aorta`` -- a third or more of it lies on the aorta (wall of the ascending, arch, descending);
 4. ``outside_heart`` -- less than half of it lies in the heart region;
-5. ``aortic_valve`` / ``intracardiac`` -- it lies deep inside the cardiac mass (at least
-   ``DEPTH_MM`` from fat or lung): valve leaflets, the mitral annulus, papillary muscles.
-   Coronary arteries run in the epicardial fat on the heart's surface, so they never lie deep
-   inside it. Near the aortic root's axis it is called aortic valve calcium, else intracardiac
-   (mitral annulus and the like). These are reported as non-coronary calcium;
-6. otherwise kept.
+5. ``aortic_valve`` -- its centre lies in the aortic root's lumen, just below the ascending
+   aorta's lowest clear disc (the coronary ostia sit on the root's wall, outside the lumen);
+6. ``intracardiac`` -- it lies deep inside the cardiac mass (at least ``DEPTH_MM`` from fat or
+   lung; calcium enclosed by the mass counts as mass): the mitral annulus, papillary muscles. Coronary arteries run in the epicardial fat on
+   the heart's surface, so they never lie deep inside it. Valve and annulus calcium are
+   reported as non-coronary calcium;
+7. otherwise kept.
 
 The score each excluded group would have added is computed with the same scoring code, so
 the report can say exactly what the guard took away.
@@ -111,8 +112,10 @@ def guard(labels: np.ndarray, hu: np.ndarray, anatomy: Anatomy, threshold_hu: fl
             verdicts[index] = "aorta"
         elif not in_region[index]:
             verdicts[index] = "outside_heart"
+        elif valve(tuple(c_centroid[index])):
+            verdicts[index] = "aortic_valve"
         elif depth[index] >= DEPTH_MM:
-            verdicts[index] = "aortic_valve" if valve(tuple(c_centroid[index])) else "intracardiac"
+            verdicts[index] = "intracardiac"
     values = labels[zz, yy, xx].astype(np.int64)
     top = int(values.max()) + 1
     present = np.bincount(comp * top + values, minlength=n * top).reshape(n, top) > 0
@@ -134,10 +137,13 @@ def guard(labels: np.ndarray, hu: np.ndarray, anatomy: Anatomy, threshold_hu: fl
 
 
 def _depth_map(anatomy: Anatomy) -> np.ndarray:
-    """Distance (mm) from fat/lung into the cardiac mass, dense calcium counted as mass."""
-    # calcium embedded in the heart (valve, annulus) is too dense for the soft-tissue mass:
-    # count coarse voxels over 180 HU inside the region as mass
-    solid = anatomy.heart_mass | (anatomy.region & (anatomy.coarse_hu > 180.0))
+    """Distance (mm) from fat/lung into the cardiac mass, calcium enclosed by it counted as mass."""
+    # calcium embedded in the heart (valve, annulus) is too dense for the soft-tissue mass and
+    # leaves holes in it: fill them (slice by slice). A coronary plaque in the epicardial fat
+    # touches the fat, is no hole, and keeps depth 0.
+    from .masks import fill_slices
+
+    solid = fill_slices(anatomy.heart_mass)
     return ndimage.distance_transform_edt(solid, sampling=anatomy.grid.spacing)
 
 
@@ -152,7 +158,7 @@ def _valve_test(anatomy: Anatomy) -> Callable[[tuple[int, int, int]], bool]:
     def near(point: tuple[int, int, int]) -> bool:
         dz = (point[0] - z0) * spacing[0]
         dr = np.hypot((point[1] - y0) * spacing[1], (point[2] - x0) * spacing[2])
-        return -30.0 <= dz <= 10.0 and dr <= radius
+        return -25.0 <= dz <= 5.0 and dr <= radius
 
     return near
 

@@ -231,8 +231,24 @@ class _Heart:
     def surface(self, theta: float, phi: float, offset: float) -> np.ndarray:
         return _surface_point(self.center, self.frame, self.half_long, self.radius, theta, phi, offset)
 
-    def ostium(self, towards: np.ndarray, height: float = 12.0) -> np.ndarray:
-        """A point on the aortic root wall ``height`` mm above the valve, facing ``towards``."""
+    def exit_height(self) -> float:
+        """How far up the root axis the aorta leaves the myocardium (the spheroid's surface)."""
+        local_start = self.frame.T @ (self.valve - self.center)
+        local_dir = self.frame.T @ self.root_axis
+        scale = np.array([self.half_long, self.radius, self.radius])
+        a = float(np.sum((local_dir / scale) ** 2))
+        b = float(2.0 * np.sum(local_start * local_dir / scale ** 2))
+        c = float(np.sum((local_start / scale) ** 2) - 1.0)
+        root = (-b + np.sqrt(max(b * b - 4 * a * c, 0.0))) / (2 * a)
+        return max(0.0, float(root))
+
+    def ostium(self, towards: np.ndarray, height: float | None = None) -> np.ndarray:
+        """A point on the aortic root wall, facing ``towards``, where the root leaves the muscle.
+
+        The ostia open into the epicardial fat, as they do between the atrial appendage and the
+        right ventricular outflow: 10-20 mm above the valve, never inside the myocardium.
+        """
+        height = max(10.0, self.exit_height() + 2.0) if height is None else height
         centre = self.valve + self.root_axis * height
         side = towards - centre
         side -= self.root_axis * (side @ self.root_axis)
