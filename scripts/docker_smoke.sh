@@ -221,7 +221,9 @@ if any(s == "failed" for s in statuses.values()):
 owners = {p.stat().st_uid for p in out.rglob("*")}
 if owners != {1000}:
     problems.append(f"outputs owned by uids {sorted(owners)}, expected the container user 1000")
-leftovers = [p.name for p in out.rglob("*") if p.name.startswith(".") or p.name.endswith((".tmp", ".part"))]
+# ".cac-mhub" is the run's ownership marker in each series folder (src/cac_mhub/output.py), not a temporary
+leftovers = [p.name for p in out.rglob("*")
+             if (p.name.startswith(".") and p.name != ".cac-mhub") or p.name.endswith((".tmp", ".part"))]
 if leftovers:
     problems.append(f"temporary files left: {leftovers[:5]}")
 private = sorted(p.name for p in out.rglob("*") if p.is_file() and not p.stat().st_mode & 0o004)

@@ -124,6 +124,7 @@ def test_thick_slices_and_low_dose_noise_still_find_the_heart() -> None:
     phantom = generate_thorax(4244, size=256, increment=5.0, z_extent_mm=220.0, noise_hu=60.0, burden="moderate")
     anatomy = analyse(phantom.hu, phantom.spacing_zyx)
     assert anatomy.found, anatomy.reason
+    assert contrast_evidence(anatomy)[0] == "", "a non-contrast 5 mm scan was called contrast-enhanced"
     coronary = phantom.labels > 0
     if coronary.any():
         assert (anatomy.full("region") & coronary).sum() >= 0.8 * coronary.sum()
@@ -188,6 +189,20 @@ def test_real_chest_heart_region_is_in_front_of_the_spine_and_off_bone(shared_ct
     assert not np.any(kept & anatomy.full("bone")), "kept calcium on bone"
     assert not np.any(kept & anatomy.full("aorta")), "kept calcium on the aorta"
     assert kept.sum() < 0.01 * bright.sum()
+
+
+@pytest.mark.parametrize("variant", [(0.0, 5.0, None), (0.0, 3.0, 220.0), (40.0, None, None)],
+                         ids=["5mm", "cardiac-fov", "low-dose"])
+def test_real_chest_variants_keep_their_heart_and_are_not_called_enhanced(shared_ct, variant) -> None:
+    """What the 5 mm Siemens chests and gated calcium scans of the field looked like, made from a real chest."""
+    from cac_mhub.training.recipe import _variant
+
+    volume = _real(shared_ct, "ricord_chest_ge")
+    hu, spacing = _variant(volume.hu, volume.spacing_zyx, *variant, seed=1)
+    anatomy = analyse(hu, spacing)
+    assert anatomy.found, anatomy.reason
+    assert not np.any(anatomy.region & anatomy.bone)
+    assert contrast_evidence(anatomy)[0] == ""
 
 
 def test_real_abdomen_has_no_heart(shared_ct) -> None:

@@ -48,6 +48,8 @@ REGISTRY: dict[str, str] = {
     "SrExporter": "cac_mhub.modules.sr_exporter:SrExporter",
     "NnunetCacRunner": "cac_mhub.modules.nnunet_cac_runner:NnunetCacRunner",
     "SegmentationImporter": "cac_mhub.modules.segmentation_importer:SegmentationImporter",
+    "DeepCac2Runner": "cac_mhub.modules.deepcac2_runner:DeepCac2Runner",
+    "DeepCacReportExporter": "cac_mhub.modules.deepcac_report:DeepCacReportExporter",
 }
 
 

@@ -8,7 +8,7 @@ no heart in the field of view, so that no series is given a silent zero.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -103,23 +103,12 @@ def analyse(hu: np.ndarray, spacing_zyx: tuple[float, float, float]) -> Anatomy:
                                                if all(b.start <= o < b.stop for o, b in zip(p, box))])
     mass = empty.copy()
     mass[box] = heart.heart_mass(soft[box] & ~aorta_mask[box], local, spacing, lungs[box])
-    region = empty.copy()
-    region[box] = ndimage.distance_transform_edt(~mass[box], sampling=spacing) <= FAT_MARGIN_MM
-    region[box] &= ~(ndimage.distance_transform_edt(~bone[box], sampling=spacing) <= BONE_MARGIN_MM)
-    region &= body & ~lungs & ~aorta_mask
-    z_centre = centre.zyx[0]
-    z_low = int(np.floor(z_centre - BELOW_CENTRE_MM / spacing[0]))
     root = asc.z_range[0] if asc.discs else None
-    z_high = int(np.ceil(max(root + ROOT_TOP_MM / spacing[0], z_centre + CENTRE_TOP_MM / spacing[0]))) \
-        if root is not None else int(np.ceil(z_centre + ABOVE_CENTRE_MM / spacing[0]))
-    region[: max(0, z_low)] = False
-    region[max(0, z_high + 1):] = False
-    _behind_spine(region, front, spacing)
-    wall = landmarks.anterior_wall(bone, body, mass, spacing)
-    _in_front_of_wall(region, wall)
+    region = region_from_mass(mass, bone, body, lungs, aorta_mask, spacing, centre.zyx[0], root, front, box)
     lowest = asc.discs[0] if asc.discs else None
     info = {
         "_aortic_root": (lowest.z, lowest.y, lowest.x, lowest.radius_mm) if lowest else None,
+        "_root_z": root,
         "centre_zyx_mm": [round(c * s, 1) for c, s in zip(centre.zyx, spacing)],
         "centre_radius_mm": round(centre.radius_mm, 1),
         "aortic_root_z_mm": round(root * spacing[0], 1) if root is not None else None,
@@ -131,6 +120,56 @@ def analyse(hu: np.ndarray, spacing_zyx: tuple[float, float, float]) -> Anatomy:
         return Anatomy(grid, coarse, body, lungs, bone, aorta_mask, mass, region, front, False,
                        "heart region empty after anatomical limits", info)
     return Anatomy(grid, coarse, body, lungs, bone, aorta_mask, mass, region, front, True, "", info)
+
+
+def region_from_mass(mass: np.ndarray, bone: np.ndarray, body: np.ndarray, lungs: np.ndarray, aorta_mask: np.ndarray,
+                     spacing: tuple[float, float, float], z_centre: int, root: int | None, front: np.ndarray,
+                     box: tuple[slice, ...] | None = None) -> np.ndarray:
+    """Where coronary calcium may be, from the cardiac mass: the mass grown by the epicardial fat,
+    minus lungs, bone, aorta, what lies behind the spine or in front of the chest wall, and cut
+    below / above the heart's centre and aortic root. ``box`` limits the distance maps (speed only)."""
+    box = box or tuple(slice(0, n) for n in mass.shape)
+    region = np.zeros(mass.shape, bool)
+    region[box] = ndimage.distance_transform_edt(~mass[box], sampling=spacing) <= FAT_MARGIN_MM
+    region[box] &= ~(ndimage.distance_transform_edt(~bone[box], sampling=spacing) <= BONE_MARGIN_MM)
+    region &= body & ~lungs & ~aorta_mask
+    z_low = int(np.floor(z_centre - BELOW_CENTRE_MM / spacing[0]))
+    z_high = int(np.ceil(max(root + ROOT_TOP_MM / spacing[0], z_centre + CENTRE_TOP_MM / spacing[0]))) \
+        if root is not None else int(np.ceil(z_centre + ABOVE_CENTRE_MM / spacing[0]))
+    region[: max(0, z_low)] = False
+    region[max(0, z_high + 1):] = False
+    _behind_spine(region, front, spacing)
+    wall = landmarks.anterior_wall(bone, body, mass, spacing)
+    _in_front_of_wall(region, wall)
+    return region
+
+
+def with_heart_mask(anatomy: Anatomy, mask: np.ndarray, method: str) -> Anatomy:
+    """The same anatomy with the cardiac mass taken from a heart segmentation (on the CT grid).
+
+    Why: a heart model (an nnU-Net v2 heart model, TotalSegmentator) sees the heart where the
+    image rules may not (a cut field of view, an unusual shape); body, lungs, bone, aorta and
+    spine stay as the image found them, and the region is rebuilt from the new mass by the same
+    rules (:func:`region_from_mass`). The centre is the point deepest inside the mask (the image
+    rules' centre is the largest ball in soft tissue).
+    """
+    grid, spacing = anatomy.grid, anatomy.grid.spacing
+    mass = grid.downsample(mask) >= 0.5
+    info = {**anatomy.info, "heart_source": method}
+    empty = np.zeros(grid.shape, bool)
+    if not mass.any():
+        return replace(anatomy, heart_mass=empty, region=empty, found=False,
+                       reason=f"the {method} heart model found no heart in the field of view", info=info)
+    depth = ndimage.distance_transform_edt(mass, sampling=spacing)
+    centre = np.unravel_index(int(np.argmax(depth)), mass.shape)
+    region = region_from_mass(mass, anatomy.bone, anatomy.body, anatomy.lungs, anatomy.aorta, spacing,
+                              int(centre[0]), anatomy.info.get("_root_z"), anatomy.spine_front)
+    info.update({"centre_zyx_mm": [round(float(c) * s, 1) for c, s in zip(centre, spacing)],
+                 "centre_radius_mm": round(float(depth.max()), 1)})
+    if not region.any():
+        return replace(anatomy, heart_mass=mass, region=region, found=False,
+                       reason="heart region empty after anatomical limits", info=info)
+    return replace(anatomy, heart_mass=mass, region=region, found=True, reason="", info=info)
 
 
 def _track_aorta(soft: np.ndarray, lungs: np.ndarray, bone: np.ndarray, spacing: tuple[float, float, float],

@@ -21,7 +21,8 @@ class AgatstonCalculator(Module):
     """Agatston / volume / mass scores, per artery, lesion table and risk categories."""
 
     options: ClassVar[dict[str, Option]] = {
-        "profile": Option(str, "standard", "scoring convention: standard (Agatston) or deepcac",
+        "profile": Option(str, "standard", "scoring convention: standard (Agatston), deepcac (DeepCAC) or deepcac2 "
+                          "(DeepCAC2, integer total)",
                           choices=PROFILE_NAMES),
         "threshold_hu": Option(float, 130.0, "calcium threshold per voxel (standard profile)"),
         "kvp_adjusted_threshold": Option(bool, False, "use the kVp-specific threshold table"),
@@ -57,7 +58,7 @@ class AgatstonCalculator(Module):
         if not standard:
             changed = sorted(name for name in _STANDARD_ONLY if self.opts[name] != self.options[name].default)
             if changed:
-                instance.warn(f"deepcac profile is fixed; ignored options: {', '.join(changed)}")
+                instance.warn(f"{self.opts['profile']} profile is fixed; ignored options: {', '.join(changed)}")
         def score_of(array: np.ndarray) -> Any:
             return score(
                 volume.hu,

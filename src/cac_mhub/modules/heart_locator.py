@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from ..chain import Context, Instance, Module, Option, SkipInstance
+from ..chain import ChainError, Context, Instance, Module, Option, SkipInstance
 
 
 class HeartLocator(Module):
@@ -16,15 +16,37 @@ class HeartLocator(Module):
     """
 
     options: ClassVar[dict[str, Option]] = {
-        "method": Option(str, "image", "how the heart is found: image (lungs, body, bone, aorta from HU)",
-                         choices=("image",)),
+        "method": Option(str, "image", "how the heart is found: image (lungs, body, bone, aorta from HU); "
+                         "nnunet (heart_model draws the heart); totalsegmentator (its installed weights draw it; "
+                         "never downloaded)", choices=("image", "nnunet", "totalsegmentator")),
+        "heart_model": Option(str, "", "method nnunet: an nnU-Net v2 model folder with a heart label"),
+        "heart_label": Option((int, type(None)), None, "label value of the heart; null: the label named 'heart'"),
+        "heart_axes": Option(str, "ras", "method nnunet: array order the model was trained on: ras (RAS NIfTI, "
+                             "as TotalSegmentator) or native (this project's DICOM order)", choices=("ras", "native")),
+        "device": Option(str, "auto", "heart model device: auto, cuda or cpu", choices=("auto", "cuda", "cpu")),
         "on_missing": Option(str, "skip", "no heart in the field of view: skip the series, or continue "
                              "without a region (the scoring guard then refuses it)", choices=("skip", "continue")),
         "detect_contrast": Option(bool, True, "judge contrast from the blood in the heart and mediastinum"),
     }
 
+    heart: Any = None
+
+    def setup(self, ctx: Context) -> None:
+        opts = {**{k: o.default for k, o in self.options.items()}, **self.opts}
+        if opts["method"] == "image":
+            return
+        from ..segmentation.card import ModelError
+        from ..segmentation.heart_model import load_heart_model
+
+        try:
+            self.heart = load_heart_model(opts["method"], opts["heart_model"], opts["heart_label"],
+                                          opts["device"], opts["heart_axes"])
+        except ModelError as error:
+            raise ChainError(f"HeartLocator: {error}") from None
+
     def run(self, instance: Instance, ctx: Context) -> None:
         from ..anatomy import analyse
+        from ..anatomy.analysis import with_heart_mask
         from ..anatomy.contrast import contrast_evidence
 
         volume = instance.volume
@@ -33,8 +55,12 @@ class HeartLocator(Module):
         if min(volume.hu.shape) < 2:
             raise SkipInstance(f"volume too small to locate the heart: shape {tuple(volume.hu.shape)}")
         anatomy = analyse(volume.hu, volume.spacing_zyx)
+        if self.heart is not None:  # body, bone, aorta from the image; the heart from the model
+            mask = self.heart.segment(volume.hu, volume.spacing_zyx, volume.direction)
+            anatomy = with_heart_mask(anatomy, mask, self.heart.source)
         instance.anatomy = anatomy
-        summary = anatomy.summary()
+        summary = {"method": self.heart.source if self.heart is not None else "image", **anatomy.summary(),
+                   **(self.heart.describe() if self.heart is not None else {})}
         if self.opts["detect_contrast"]:
             evidence, measures = contrast_evidence(anatomy)
             summary.update(measures)

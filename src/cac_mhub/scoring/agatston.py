@@ -212,6 +212,7 @@ def score(
     weight = np.searchsorted(np.asarray(prof.weight_cuts_hu), peak, side="right")
     if prof.threshold_hu is not None:
         weight = np.maximum(weight, 1)  # every voxel passed the threshold: at least weight 1
+    weight = np.maximum(weight, prof.min_weight)
     pixel_area = dy * dx
     if prof.min_area_pixels is not None:
         big_enough = pixels >= prof.min_area_pixels
@@ -232,7 +233,10 @@ def score(
     pixels, peak, weight = pixels[keep], peak[keep], weight[keep].astype(np.int64)
     area = pixels * pixel_area
     voxel_volume = dz * dy * dx
-    if prof.round_decimals is not None:  # DeepCAC: round(px volume / 3) and each lesion score
+    if prof.published_arithmetic:  # DeepCAC2: its spacing, its factor, numpy's rounding per component
+        factor = published_factor(spacing, prof.normalise_to_mm, prof.round_decimals or 3)
+        agatston = np.round(pixels * factor * weight, prof.round_decimals or 3)
+    elif prof.round_decimals is not None:  # DeepCAC: round(px volume / 3) and each lesion score
         factor = round(dz * dy * dx / prof.normalise_to_mm, prof.round_decimals)
         agatston = np.round(pixels * factor * weight, prof.round_decimals)
     else:
@@ -265,9 +269,13 @@ def score(
     table["slice"][lesion] = vz
 
     per_artery = _per_artery(artery_of_lesion, agatston, volume, mass)
-    total = float(agatston.sum())
-    if prof.round_decimals is not None:
-        total = round(total, prof.round_decimals)
+    if prof.published_arithmetic:
+        total = published_total(agatston, published_order(lesion, vz, vy, vx, n, shape))
+    else:
+        total = float(agatston.sum())
+    decimals = prof.total_decimals if prof.total_decimals is not None else prof.round_decimals
+    if decimals is not None:
+        total = float(round(total, decimals))
     if mixed.any():
         warnings.append(f"{int(mixed.sum())} lesion(s) span several labels; artery by majority")
     return CacResult(
@@ -286,6 +294,36 @@ def score(
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def published_factor(spacing_zyx: Sequence[float], divisor: float = 3.0, decimals: int = 3) -> float:
+    """DeepCAC2's pixel factor ``round(sx * sy * sz / 3, 3)``.
+
+    Its spacing is what SimpleITK reads back from the NIfTI file the pipeline wrote, i.e. float32
+    values, multiplied in x, y, z order: the same steps here, so the rounding lands the same way.
+    """
+    dz, dy, dx = (float(np.float32(s)) for s in spacing_zyx)
+    return round(dx * dy * dz / divisor, decimals)
+
+
+def published_order(lesion: np.ndarray, z: np.ndarray, y: np.ndarray, x: np.ndarray, n: int,
+                    shape: tuple[int, ...]) -> np.ndarray:
+    """Lesion order of DeepCAC2's loop: by slice, then as ``ndimage.label`` numbers the components
+    of an ``[x, y]`` slice (raster order of each component's first voxel, x before y)."""
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    _, ny, nx = shape
+    first = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first, lesion, (z.astype(np.int64) * nx + x) * ny + y)
+    return np.argsort(first, kind="stable")
+
+
+def published_total(agatston: np.ndarray, order: np.ndarray) -> float:
+    """Sum one by one in ``order`` (``AG += objectAG``), not pairwise: the last bit can decide an
+    integer rounding at .5."""
+    if len(order) == 0:
+        return 0.0
+    return float(np.cumsum(agatston[order])[-1])
 
 
 def _check_inputs(

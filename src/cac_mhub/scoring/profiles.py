@@ -1,6 +1,6 @@
 """Scoring profiles: every convention that changes a CAC score, named and reported.
 
-Two profiles exist:
+Three profiles exist:
 
 * ``standard`` (default): Agatston's method as clinical software applies it, with the
   per-voxel 130 HU threshold inside the mask, a 1 mm^2 minimum lesion area and normalisation
@@ -9,6 +9,12 @@ Two profiles exist:
   results can be compared like with like: no per-voxel threshold inside the mask, components
   of more than 3 pixels, pixel factor ``round(dx*dy*dz/3, 3)``, per-lesion and total scores
   rounded to 3 decimals.
+* ``deepcac2``: the convention of DeepCAC2's published scorer (MHub ``models/deepcac2``,
+  ``src/agatston.py``), reproduced to the last rounding: no HU gate (a component whose peak is
+  below 200 HU, even below 130, weighs 1), components of more than 3 pixels, pixel factor
+  ``round(sx*sy*sz/3, 3)`` on the float32 spacing a NIfTI file stores, each component's score
+  rounded to 3 decimals (numpy's rounding), summed in its slice and label order and rounded to
+  an integer.
 """
 
 from __future__ import annotations
@@ -33,7 +39,9 @@ KVP_CUTS_HU: dict[int, tuple[float, float, float, float]] = {
     135: (119.0, 183.0, 274.0, 364.0),
 }
 
-PROFILE_NAMES: tuple[str, ...] = ("standard", "deepcac")
+PROFILE_NAMES: tuple[str, ...] = ("standard", "deepcac", "deepcac2")
+#: Profiles fixed by definition: user options that would change them are ignored with a warning.
+FIXED_PROFILES: tuple[str, ...] = ("deepcac", "deepcac2")
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,14 @@ class Profile:
     kvp: float | None = None
     kvp_adjusted: bool = False
     connectivity: str = "2D 8-connected per axial slice"
+    min_weight: int = 0
+    """Lowest weight of a kept component: 1 = no HU gate (DeepCAC2 weighs a peak below 130 HU 1)."""
+    total_decimals: int | None = None
+    """Decimals of the total when they differ from ``round_decimals`` (DeepCAC2: 0, an integer)."""
+    published_arithmetic: bool = False
+    """Float steps as DeepCAC2's code takes them: spacing as float32 (NIfTI), factor sx*sy*sz
+    rounded by Python, component scores summed in slice order and, within a slice, in the order
+    ``ndimage.label`` numbers them on its ``[x, y]`` array. Why: the integer total can flip at .5."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -79,7 +95,7 @@ def make_profile(
     so options given for it are ignored (and a warning says so).
     """
     warnings: list[str] = []
-    if name == "deepcac":
+    if name in FIXED_PROFILES:
         given = {
             "threshold_hu": threshold_hu,
             "kvp_adjusted_threshold": kvp_adjusted_threshold or None,
@@ -89,7 +105,9 @@ def make_profile(
         }
         ignored = sorted(k for k, v in given.items() if v is not None)
         if ignored:
-            warnings.append(f"deepcac profile is fixed; ignored options: {', '.join(ignored)}")
+            warnings.append(f"{name} profile is fixed; ignored options: {', '.join(ignored)}")
+        if name == "deepcac2":
+            return deepcac2_profile(kvp), warnings
         profile = Profile(
             name="deepcac",
             threshold_hu=None,
@@ -137,6 +155,23 @@ def make_profile(
         kvp_adjusted=bool(kvp_adjusted_threshold) and _kvp_cuts(kvp) is not None,
     )
     return profile, warnings
+
+
+def deepcac2_profile(kvp: float | None = None) -> Profile:
+    """DeepCAC2's published Agatston (``agatston_score_slices2`` with ``nrConPx=3``, then ``round``)."""
+    return Profile(
+        name="deepcac2",
+        threshold_hu=None,  # no gate: every mask voxel of a component counts
+        weight_cuts_hu=AGATSTON_CUTS_HU,
+        min_area_mm2=None,
+        min_area_pixels=4,  # components of <= 3 pixels are dropped
+        normalise_to_mm=3.0,  # pixel factor sx*sy*sz / 3
+        round_decimals=3,
+        kvp=kvp,
+        min_weight=1,  # dfw() of a peak below 200 HU is 1, even below 130 HU
+        total_decimals=0,
+        published_arithmetic=True,
+    )
 
 
 def _kvp_cuts(kvp: float | None) -> tuple[float, float, float, float] | None:

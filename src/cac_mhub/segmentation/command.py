@@ -1,4 +1,4 @@
-"""``cac-mhub models``: list the installed models and their cards."""
+"""``cac-mhub models``: list the installed models and their cards, and whether DeepCAC2's weights are in place."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from . import deepcac2_weights as deepcac2
 from .card import CARD_FILE, ModelError, load_card, models_root, verify_files
 
 
@@ -19,9 +20,11 @@ def register(subparsers: Any) -> None:
 def cmd_models(args: argparse.Namespace) -> int:
     root = args.root or models_root()
     folders = sorted(p for p in root.iterdir() if (p / CARD_FILE).is_file()) if root.is_dir() else []
+    deepcac2_installed, deepcac2_line = deepcac2.status(root)
     if not folders:
         print(f"no models under {root}")
-        return 1
+        print(deepcac2_line)
+        return 0 if deepcac2_installed else 1
     status = 0
     for folder in folders:
         try:
@@ -34,4 +37,5 @@ def cmd_models(args: argparse.Namespace) -> int:
             print(f"{folder.name}: INVALID: {error}")
             status = 1
         print()
+    print(deepcac2_line)
     return status

@@ -72,37 +72,9 @@ class CacModel:
         self.predictor = self._build_predictor()
 
     def _build_predictor(self) -> Any:
-        import json
-
-        from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-        from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
-        from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
-        from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-        folder = self.card.folder
-        dataset_json = json.loads((folder / "dataset.json").read_text())
-        plans_manager = PlansManager(json.loads((folder / "plans.json").read_text()))
-        config = plans_manager.get_configuration(self.card.configuration)
-        parameters, mirror_axes = [], None
-        for i, fold in enumerate(self.folds):
-            checkpoint = _load_checkpoint(folder / f"fold_{fold}" / self.card.checkpoint)
-            parameters.append(checkpoint["network_weights"])
-            if i == 0:
-                mirror_axes = checkpoint.get("inference_allowed_mirroring_axes")
-        channels = determine_num_input_channels(plans_manager, config, dataset_json)
-        heads = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
-        network = get_network_from_plans(
-            config.network_arch_class_name, config.network_arch_init_kwargs,
-            config.network_arch_init_kwargs_req_import, channels, heads, allow_init=False, deep_supervision=False)
-        network.load_state_dict(parameters[0])
-        with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net prints a CPU notice we log ourselves
-            predictor = nnUNetPredictor(
-                tile_step_size=self.step_size, use_gaussian=True, use_mirroring=self.mirroring,
-                perform_everything_on_device=self.device.type == "cuda", device=self.device,
-                verbose=False, verbose_preprocessing=False, allow_tqdm=False)
-        predictor.manual_initialization(network, plans_manager, config, parameters, dataset_json,
-                                        "nnUNetTrainer", tuple(mirror_axes) if mirror_axes else None)
-        self.mirror_axes = tuple(mirror_axes) if mirror_axes else None
+        checkpoints = [self.card.folder / f"fold_{fold}" / self.card.checkpoint for fold in self.folds]
+        predictor, self.mirror_axes = build_predictor(self.card.folder, self.card.configuration, checkpoints,
+                                                      self.device, self.step_size, self.mirroring)
         return predictor
 
     def segment(self, hu: np.ndarray, spacing_zyx: Sequence[float], crop: str = "auto",
@@ -171,6 +143,42 @@ class CacModel:
             out = F.interpolate(data[None, None], size=shape, mode="trilinear", align_corners=False)[0, 0]
         # Reported at the plans' spacing, so nnU-Net finds nothing left to resample.
         return out.numpy(), target
+
+
+def build_predictor(folder: Path, configuration: str, checkpoints: Sequence[Path], device: Any,
+                    step_size: float = 0.5, mirroring: bool = True) -> tuple[Any, tuple[int, ...] | None]:
+    """An in-memory ``nnUNetPredictor`` for an nnU-Net v2 results folder and its (verified) checkpoints,
+    built from the plans (no trainer class lookup); returns it with the checkpoint's mirror axes."""
+    import json
+
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    dataset_json = json.loads((folder / "dataset.json").read_text())
+    plans_manager = PlansManager(json.loads((folder / "plans.json").read_text()))
+    config = plans_manager.get_configuration(configuration)
+    parameters, mirror_axes = [], None
+    for i, path in enumerate(checkpoints):
+        checkpoint = _load_checkpoint(path)
+        parameters.append(checkpoint["network_weights"])
+        if i == 0:
+            mirror_axes = checkpoint.get("inference_allowed_mirroring_axes")
+    channels = determine_num_input_channels(plans_manager, config, dataset_json)
+    heads = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
+    network = get_network_from_plans(
+        config.network_arch_class_name, config.network_arch_init_kwargs,
+        config.network_arch_init_kwargs_req_import, channels, heads, allow_init=False, deep_supervision=False)
+    network.load_state_dict(parameters[0])
+    with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net prints a CPU notice we log ourselves
+        predictor = nnUNetPredictor(
+            tile_step_size=step_size, use_gaussian=True, use_mirroring=mirroring,
+            perform_everything_on_device=device.type == "cuda", device=device,
+            verbose=False, verbose_preprocessing=False, allow_tqdm=False)
+    predictor.manual_initialization(network, plans_manager, config, parameters, dataset_json,
+                                    "nnUNetTrainer", tuple(mirror_axes) if mirror_axes else None)
+    return predictor, tuple(mirror_axes) if mirror_axes else None
 
 
 def vote_lesions(labels: np.ndarray, calcium: np.ndarray, min_fraction: float = 0.5) -> np.ndarray:
