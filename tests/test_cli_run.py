@@ -150,6 +150,39 @@ def test_nifti_output_and_pseudonymised_patient_id(tmp_path, make_ct):
     assert image.GetSize() == (32, 32, 12) and image.GetSpacing() == pytest.approx((0.8, 0.8, 2.5))
 
 
+def test_what_module_setup_logs_reaches_the_log_file(tmp_path, make_ct, monkeypatch, capsys):
+    """Modules are set up (model loaded, device chosen) before the log file exists; their lines
+    ("no GPU found, running on CPU") must still reach cac-mhub.log, and a setup that fails must
+    still show its warnings."""
+    import logging
+
+    import cac_mhub.cli as cli
+    from cac_mhub.chain import ChainError
+
+    real_setup = cli.setup_modules
+
+    def logging_setup(execute, ctx):  # type: ignore[no-untyped-def]
+        logging.getLogger("cac_mhub.segmentation").info("no GPU found, running on CPU")
+        return real_setup(execute, ctx)
+
+    monkeypatch.setattr(cli, "setup_modules", logging_setup)
+    make_ct(tmp_path / "in/s", hu=ball_volume((12, 32, 32)))
+    assert run(tmp_path / "in", tmp_path / "out") == 0
+    log = (tmp_path / "out/cac-mhub.log").read_text()
+    assert "no GPU found, running on CPU" in log and log.count("no GPU found") == 1
+
+    def failing_setup(execute, ctx):  # type: ignore[no-untyped-def]
+        logging.getLogger("cac_mhub.segmentation").warning("weights file is old")
+        raise ChainError("NnunetCacRunner: model not found")
+
+    monkeypatch.setattr(cli, "setup_modules", failing_setup)
+    capsys.readouterr()
+    assert run(tmp_path / "in", tmp_path / "out2") == 2
+    err = capsys.readouterr().err
+    assert "weights file is old" in err and "model not found" in err
+    assert not [h for h in logging.getLogger("cac_mhub").handlers if isinstance(h, cli._SetupLog)]
+
+
 def test_validate_command(capsys):
     assert main(["validate", "--workflow", "import"]) == 0
     assert "DicomImporter -> NiftiConverter -> ReportExporter" in capsys.readouterr().out

@@ -140,9 +140,11 @@ def cmd_modules(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     input_dir = (args.input or default_input()).resolve()
     output_dir = (args.output or default_output()).resolve()
+    held = _SetupLog()  # the modules' setup (model, device) logs before the log file exists
     try:
         ctx, modules = prepare(args, input_dir, output_dir)
     except ChainError as error:
+        held.hand_over(None)
         print(f"cac-mhub: {error}", file=sys.stderr)
         return EXIT_CONFIG
     folder = OutputFolder(output_dir, input_dir)
@@ -150,13 +152,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         folder.open()
         handlers = setup_logging(output_dir, ctx.config["general"]["log_level"], args.quiet)
     except OutputBusy as error:
+        held.hand_over(None)
         folder.close()
         print(f"cac-mhub: {error}", file=sys.stderr)
         return EXIT_CONFIG
     except OSError as error:
+        held.hand_over(None)
         folder.close()
         print(f"cac-mhub: output folder not usable: {output_dir} ({one_line(error)})", file=sys.stderr)
         return EXIT_CONFIG
+    held.hand_over(handlers)
     ctx.run_id, ctx.output = folder.run_id, folder
     try:
         return _run(modules, ctx, progress=not args.quiet and sys.stderr.isatty())
@@ -191,6 +196,36 @@ def _run(modules: list[Module], ctx: Context, progress: bool) -> int:
     failed = sum(i.status == "failed" for i in instances)
     log.info("done in %.1f s: %d series, %d failed", time.perf_counter() - start, len(instances), failed)
     return 0
+
+
+class _SetupLog(logging.Handler):
+    """Holds what the project logs before the run's log is set up (``prepare``: model loading,
+    "no GPU found, running on CPU") and hands it to the run's handlers once they exist, so that
+    those lines reach cac-mhub.log; when the run stops before that, warnings go to stderr."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self.logger = logging.getLogger("cac_mhub")
+        self.level_before = self.logger.level
+        self.logger.setLevel(logging.DEBUG)
+        self.logger.addHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def hand_over(self, handlers: list[logging.Handler] | None) -> None:
+        self.logger.removeHandler(self)
+        if handlers is None:
+            self.logger.setLevel(self.level_before)
+            for record in self.records:
+                if record.levelno >= logging.WARNING:
+                    print(f"{record.levelname} {record.getMessage()}", file=sys.stderr)
+            return
+        for record in self.records:
+            for handler in handlers:
+                if record.levelno >= handler.level:
+                    handler.handle(record)
 
 
 class _ConsoleHandler(logging.StreamHandler):
