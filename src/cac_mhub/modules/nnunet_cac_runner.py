@@ -59,6 +59,10 @@ class NnunetCacRunner(Module):
         opts = {**{k: o.default for k, o in self.options.items()}, **self.opts}
         anatomy = instance.anatomy
         centre = anatomy.region_centre() if anatomy is not None and anatomy.found else None
+        cropped = opts["crop"] == "heart" or (opts["crop"] == "auto" and self.model.card.localisation.get("method") == "lungs")
+        if centre is None and cropped:
+            instance.warn("no heart region (HeartLocator not in the chain, or it found none): the crop is "
+                          "centred on a lung-based estimate, not on the heart region the model was trained on")
         result = self.model.segment(volume.hu, volume.spacing_zyx, crop=opts["crop"], min_hu=opts["min_hu"],
                                     lesion_vote=opts["lesion_vote"], heart_centre=centre)
         instance.labels = Labels(array=result.array, names=result.names,
