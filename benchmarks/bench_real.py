@@ -7,7 +7,7 @@
 None of these scans has coronary calcium a reader would score (itkelastix_thorax_00 has at most
 a ~10 mm3 focus near the AV groove), so every Agatston should be small (target: <= 10). Beside
 each real scan the benchmark makes variants a new user meets: a heart-only (cardiac) field of
-view with fine pixels, 5 mm slabs, and added low-dose noise (written as DICOM, scored by the
+view, a gated-like one (3 mm, 200 mm on 512 x 512: 0.39 mm pixels), 5 mm slabs, and added low-dose noise (written as DICOM, scored by the
 same `cac-mhub run`). Prints per series: status, Agatston, lesions kept, candidates excluded by
 reason (count and the Agatston they would have added), heart region found, seconds.
 """
@@ -28,8 +28,10 @@ SHARED_CT = Path(__file__).resolve().parents[2] / "shared" / "data" / "ct"
 #: Real scans with the heart in view (cip_ct64_chest_lowres: 4 mm pixels, too coarse to score
 #: but a heart all the same).
 REAL = ("ricord_chest_ge", "itkelastix_thorax_00", "cip_ct64_chest_lowres")
-#: name -> (noise HU, slab mm, cardiac field of view mm)
-VARIANTS = {"cardiac-fov": (0.0, 3.0, 220.0), "5mm": (0.0, 5.0, None), "low-dose": (40.0, None, None)}
+#: name -> (noise HU, slab mm, cardiac field of view mm, in-plane matrix the crop is resampled to)
+VARIANTS = {"cardiac-fov": (0.0, 3.0, 220.0, None), "5mm": (0.0, 5.0, None, None), "low-dose": (40.0, None, None, None),
+            # like an ECG-gated calcium scan: 3 mm, a 200 mm heart-centred field of view on 512 x 512 (0.39 mm pixels)
+            "gated-fine": (0.0, 3.0, 200.0, 512)}
 
 
 def write_variants(source: Path, target: Path) -> list[str]:
@@ -44,13 +46,26 @@ def write_variants(source: Path, target: Path) -> list[str]:
         return []
     volume, _ = assemble(series[0])
     written = []
-    for index, (name, (noise, slab, fov)) in enumerate(VARIANTS.items()):
+    for index, (name, (noise, slab, fov, matrix)) in enumerate(VARIANTS.items()):
         hu, spacing = _variant(volume.hu, volume.spacing_zyx, noise, slab, fov, seed=index)
+        if matrix:
+            hu, spacing = _fine_pixels(hu, spacing, matrix)
         spec = CtSeriesSpec(patient_id="BENCH", series_description=f"{source.name} {name}",
                             series_number=100 + index, kvp=float(volume.acquisition.get("kvp") or 120.0))
         write_ct_series(hu, target / f"{source.name}-{name}", spacing, volume.origin_lps, spec)
         written.append(f"{source.name} {name}")
     return written
+
+
+def _fine_pixels(hu: np.ndarray, spacing: tuple[float, float, float], matrix: int
+                 ) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Resample each slice (linear) to ``matrix`` x ``matrix`` over the same field of view."""
+    from scipy import ndimage
+
+    factors = (1.0, matrix / hu.shape[1], matrix / hu.shape[2])
+    fine = ndimage.zoom(hu.astype(np.float32), factors, order=1)
+    return (np.round(fine).astype(np.int16),
+            (spacing[0], spacing[1] * hu.shape[1] / fine.shape[1], spacing[2] * hu.shape[2] / fine.shape[2]))
 
 
 def main() -> int:
