@@ -115,21 +115,11 @@ def _tiny_heart_model(folder: Path) -> Path:
     """An nnU-Net v2 results folder (2D, 4 mm) whose output bias says 'heart' everywhere."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("nnunetv2")
-    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
-
-    from tests.test_nnunet_runner import tiny_plans
+    from tests.test_nnunet_runner import label_everywhere_weights, tiny_plans
 
     plans = tiny_plans((4.0, 4.0))
     plans["configurations"]["2d"]["patch_size"] = [64, 64]
-    arch = plans["configurations"]["2d"]["architecture"]
-    torch.manual_seed(0)
-    network = get_network_from_plans(arch["network_class_name"], arch["arch_kwargs"], arch["_kw_requires_import"],
-                                     1, 2, allow_init=True, deep_supervision=False)
-    state = network.state_dict()
-    weight_key = [k for k in state if k.startswith("decoder.seg_layers") and k.endswith("weight")][-1]
-    bias_key = weight_key[: -len("weight")] + "bias"
-    state[weight_key] = torch.zeros_like(state[weight_key])
-    state[bias_key] = torch.tensor([-5.0, 5.0])
+    state = label_everywhere_weights(plans, 2, 1)
     (folder / "fold_0").mkdir(parents=True)
     torch.save({"network_weights": state, "trainer_name": "nnUNetTrainer", "inference_allowed_mirroring_axes": None},
                folder / "fold_0" / "checkpoint_final.pth")

@@ -62,22 +62,28 @@ def tiny_plans(spacing_yx: tuple[float, float] = (1.0, 1.0)) -> dict:
     }
 
 
-def build_tiny_model(folder: Path, localisation: dict | None = None) -> Path:
-    """Write a complete model folder (plans, dataset.json, fold_0 weights, card) in a second."""
+def label_everywhere_weights(plans: dict, classes: int, label: int) -> dict:
+    """Weights of the plans' 2D network whose output layer ignores the image and lets its bias
+    decide: ``label`` everywhere."""
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
-    plans = tiny_plans()
     arch = plans["configurations"]["2d"]["architecture"]
     torch.manual_seed(0)
     network = get_network_from_plans(arch["network_class_name"], arch["arch_kwargs"], arch["_kw_requires_import"],
-                                     1, 5, allow_init=True, deep_supervision=False)
+                                     1, classes, allow_init=True, deep_supervision=False)
     state = network.state_dict()
-    # Silence the data path of the output layer and let its bias decide: label TINY_LABEL everywhere.
     weight_key = [k for k in state if k.startswith("decoder.seg_layers") and k.endswith("weight")][-1]
     bias_key = weight_key[: -len("weight")] + "bias"
     state[weight_key] = torch.zeros_like(state[weight_key])
     state[bias_key] = torch.full_like(state[bias_key], -5.0)
-    state[bias_key][TINY_LABEL] = 5.0
+    state[bias_key][label] = 5.0
+    return state
+
+
+def build_tiny_model(folder: Path, localisation: dict | None = None) -> Path:
+    """Write a complete model folder (plans, dataset.json, fold_0 weights, card) in a second."""
+    plans = tiny_plans()
+    state = label_everywhere_weights(plans, 5, TINY_LABEL)
     (folder / "fold_0").mkdir(parents=True)
     torch.save({"network_weights": state, "trainer_name": "nnUNetTrainer",
                 "init_args": {"configuration": "2d", "fold": "0"}, "inference_allowed_mirroring_axes": (0, 1)},

@@ -201,6 +201,12 @@ class Module:
     def name(self) -> str:
         return type(self).__name__
 
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The options with every default filled in: a validated config carries them all, a
+        module built directly (tests, benchmarks) may carry only some."""
+        return {**{key: option.default for key, option in self.options.items()}, **self.opts}
+
     def setup(self, ctx: Context) -> None:
         """Called once before any instance; raise :class:`ChainError` for bad setup."""
 
@@ -216,6 +222,16 @@ class Module:
 
     def finish(self, instances: list[Instance], ctx: Context) -> None:
         """Called once after all instances."""
+
+
+def require_volume(instance: Instance, task: str) -> Volume:
+    """The instance's CT volume, or :class:`SkipInstance` saying why ``task`` cannot be done."""
+    volume = instance.volume
+    if volume is None:
+        raise SkipInstance(f"no CT volume to {task} (NiftiConverter must run first)")
+    if min(volume.hu.shape) < 2:
+        raise SkipInstance(f"volume too small to {task}: shape {tuple(volume.hu.shape)}")
+    return volume
 
 
 def module_class(name: str) -> type[Module]:

@@ -54,9 +54,6 @@ class CoarseGrid:
         iz, iy, ix = self.index_maps()
         return mask[np.ix_(iz, iy, ix)]
 
-    def to_coarse_index(self, zyx: tuple[float, float, float]) -> tuple[int, int, int]:
-        return tuple(int(min(m - 1, max(0, v // f))) for v, f, m in zip(zyx, self.factors, self.shape))  # type: ignore[return-value]
-
     def to_full_index(self, zyx: tuple[float, float, float]) -> tuple[float, float, float]:
         """Centre of a coarse voxel in full-resolution index coordinates."""
         return tuple((v + 0.5) * f - 0.5 for v, f in zip(zyx, self.factors))  # type: ignore[return-value]

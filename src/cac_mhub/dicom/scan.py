@@ -120,13 +120,6 @@ def sop_class_of(ds: Any) -> str:
     return value or str(getattr(meta, "MediaStorageSOPClassUID", "") or "").strip()
 
 
-def sop_instance_of(ds: Any) -> str | None:
-    """SOPInstanceUID, falling back to the file meta header; None when both are empty."""
-    value = str(ds.get("SOPInstanceUID", "") or "").strip()
-    meta = getattr(ds, "file_meta", None)
-    return value or str(getattr(meta, "MediaStorageSOPInstanceUID", "") or "").strip() or None
-
-
 def read_header(path: Path) -> tuple[Any | None, str]:
     """(header-only dataset, "") or (None, reason) for files that are not image DICOM."""
     try:

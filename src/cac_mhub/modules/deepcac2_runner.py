@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from ..chain import ChainError, Context, Instance, Module, Option, SkipInstance
+from ..chain import ChainError, Context, Instance, Module, Option, SkipInstance, require_volume
 from ..types import UNASSIGNED, Labels
 
 
@@ -38,14 +38,11 @@ class DeepCac2Runner(Module):
         super().__init__(**options)
         self.model: Any = None
 
-    def _opts(self) -> dict[str, Any]:
-        return {**{k: o.default for k, o in self.options.items()}, **self.opts}
-
     def setup(self, ctx: Context) -> None:
         from ..segmentation.card import ModelError
         from ..segmentation.deepcac2 import DeepCac2Model
 
-        opts = self._opts()
+        opts = self.settings
         if opts["batch_size"] < 1 or not opts["features"] or not all(isinstance(f, int) and f > 0
                                                                      for f in opts["features"]):
             raise ChainError("DeepCac2Runner: batch_size must be >= 1 and features positive integers")
@@ -56,12 +53,8 @@ class DeepCac2Runner(Module):
             raise ChainError(f"DeepCac2Runner: {error}") from None
 
     def run(self, instance: Instance, ctx: Context) -> None:
-        volume = instance.volume
-        if volume is None:
-            raise SkipInstance("no CT volume to segment (NiftiConverter must run first)")
-        if min(volume.hu.shape) < 2:
-            raise SkipInstance(f"volume too small to segment: shape {tuple(volume.hu.shape)}")
-        opts = self._opts()
+        volume = require_volume(instance, "segment")
+        opts = self.settings
         anatomy = instance.anatomy
         found = anatomy is not None and anatomy.found
         if not found:

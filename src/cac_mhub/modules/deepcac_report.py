@@ -47,18 +47,15 @@ class DeepCacReportExporter(Module):
         "salt": Option(str, "", "secret mixed into pseudonyms (sha256(salt + PatientID))"),
     }
 
-    def _opts(self) -> dict[str, Any]:
-        return {**{k: o.default for k, o in self.options.items()}, **self.opts}
-
     def begin(self, instances: list[Instance], ctx: Context) -> None:
         """No earlier run's cohort file stays beside this run's reports."""
-        atomic_write_text(ctx.output_dir / self._opts()["name"], "[]\n")
+        atomic_write_text(ctx.output_dir / self.settings["name"], "[]\n")
 
     def run(self, instance: Instance, ctx: Context) -> None:
         series = instance.series
         if series is None or not series.selected:
             return
-        opts = self._opts()
+        opts = self.settings
         report: dict[str, Any] = {"SeriesInstanceUID": series.uid}
         first = series.first if series.headers else None
         patient = self.patient_id(str(first.get("PatientID", "") or "")) if first is not None else None
@@ -80,8 +77,8 @@ class DeepCacReportExporter(Module):
 
     def patient_id(self, value: str) -> str | None:
         """Kept, pseudonymised or omitted as ReportExporter does it (same options, same pseudonym)."""
-        return ReportExporter(**{k: v for k, v in self._opts().items() if k in ("patient_id", "salt")}).patient_id(value)
+        return ReportExporter(**{k: v for k, v in self.settings.items() if k in ("patient_id", "salt")}).patient_id(value)
 
     def finish(self, instances: list[Instance], ctx: Context) -> None:
         cohort = [i.report["deepcac_report"] for i in instances if "deepcac_report" in i.report]
-        atomic_write_text(ctx.output_dir / self._opts()["name"], json.dumps(cohort, indent=4) + "\n")
+        atomic_write_text(ctx.output_dir / self.settings["name"], json.dumps(cohort, indent=4) + "\n")

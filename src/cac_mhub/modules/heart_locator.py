@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from ..chain import ChainError, Context, Instance, Module, Option, SkipInstance
+from ..chain import ChainError, Context, Instance, Module, Option, SkipInstance, require_volume
 
 
 class HeartLocator(Module):
@@ -32,7 +32,7 @@ class HeartLocator(Module):
     heart: Any = None
 
     def setup(self, ctx: Context) -> None:
-        opts = {**{k: o.default for k, o in self.options.items()}, **self.opts}
+        opts = self.settings
         if opts["method"] == "image":
             return
         from ..segmentation.card import ModelError
@@ -49,11 +49,7 @@ class HeartLocator(Module):
         from ..anatomy.analysis import with_heart_mask
         from ..anatomy.contrast import contrast_evidence
 
-        volume = instance.volume
-        if volume is None:
-            raise SkipInstance("no CT volume to locate the heart in (NiftiConverter must run first)")
-        if min(volume.hu.shape) < 2:
-            raise SkipInstance(f"volume too small to locate the heart: shape {tuple(volume.hu.shape)}")
+        volume = require_volume(instance, "locate the heart")
         anatomy = analyse(volume.hu, volume.spacing_zyx)
         if self.heart is not None:  # body, bone, aorta from the image; the heart from the model
             mask = self.heart.segment(volume.hu, volume.spacing_zyx, volume.direction)
@@ -61,7 +57,7 @@ class HeartLocator(Module):
         instance.anatomy = anatomy
         summary = {"method": self.heart.source if self.heart is not None else "image", **anatomy.summary(),
                    **(self.heart.describe() if self.heart is not None else {})}
-        if self.opts["detect_contrast"]:
+        if self.settings["detect_contrast"]:
             evidence, measures = contrast_evidence(anatomy)
             summary.update(measures)
             if evidence and not volume.acquisition.get("contrast"):
@@ -72,6 +68,6 @@ class HeartLocator(Module):
             return
         if volume.acquisition.get("contrast"):
             return  # the scoring step skips it with the contrast reason
-        if self.opts["on_missing"] == "skip":
+        if self.settings["on_missing"] == "skip":
             raise SkipInstance(f"no heart region: {anatomy.reason}")
         instance.warn(f"no heart region: {anatomy.reason}")

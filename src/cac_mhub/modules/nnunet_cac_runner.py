@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from ..chain import ChainError, Context, Instance, Module, Option, SkipInstance
+from ..chain import ChainError, Context, Instance, Module, Option, require_volume
 from ..types import Labels
 
 
@@ -38,7 +38,7 @@ class NnunetCacRunner(Module):
         from ..segmentation.card import ModelError
         from ..segmentation.runner import CacModel
 
-        opts = {**{k: o.default for k, o in self.options.items()}, **self.opts}
+        opts = self.settings
         folds = opts["folds"]
         if isinstance(folds, str):
             folds = [folds]
@@ -51,12 +51,8 @@ class NnunetCacRunner(Module):
             raise ChainError(f"NnunetCacRunner: {error}") from None
 
     def run(self, instance: Instance, ctx: Context) -> None:
-        if instance.volume is None:
-            raise SkipInstance("no CT volume to segment (NiftiConverter must run first)")
-        volume = instance.volume
-        if min(volume.hu.shape) < 2:
-            raise SkipInstance(f"volume too small to segment: shape {tuple(volume.hu.shape)}")
-        opts = {**{k: o.default for k, o in self.options.items()}, **self.opts}
+        volume = require_volume(instance, "segment")
+        opts = self.settings
         anatomy = instance.anatomy
         centre = anatomy.region_centre() if anatomy is not None and anatomy.found else None
         cropped = opts["crop"] == "heart" or (opts["crop"] == "auto" and self.model.card.localisation.get("method") == "lungs")
