@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,9 @@ import pytest
 from cac_mhub.dicom.synth import CtSeriesSpec, write_ct_series
 
 SHARED_CT = Path(__file__).resolve().parents[2] / "shared" / "data" / "ct"
+
+# Runs in tests stay in the test's process unless a test asks for workers (tests/test_cohort*.py).
+os.environ.setdefault("CAC_MHUB_WORKERS", "1")
 
 
 @pytest.fixture

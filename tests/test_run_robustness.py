@@ -101,7 +101,7 @@ def test_report_that_cannot_be_written_fails_its_row_and_leaves_no_earlier_repor
         write(target, text)
 
     monkeypatch.setattr(module, "atomic_write_text", refusing)
-    assert run(three, out) == 0
+    assert run(three, out, "--set", "general.name=again") == 0  # another config: every series is redone
     by_key = {r["key"]: r for r in rows(out)}
     assert len(by_key) == 3
     assert by_key[victim]["status"] == "failed"
@@ -122,7 +122,7 @@ def test_series_folder_that_cannot_be_replaced_fails_and_says_so(three, tmp_path
         return rename(src, dst, *args, **kwargs)
 
     monkeypatch.setattr(os, "rename", refusing)
-    assert run(three, out) == 0
+    assert run(three, out, "--set", "general.name=again") == 0
     row = {r["key"]: r for r in rows(out)}[victim]
     assert row["status"] == "failed" and row["reason"].startswith("outputs not moved into place")
     assert reports(out)[victim]["run"]["id"] != cohort(out)["run"]["id"], "the old report is recognisably old"
@@ -157,8 +157,12 @@ def test_disk_full_mid_run_stops_with_exit_3_and_one_line(three, tmp_path, monke
     assert "run could not finish: RunError" in (out / "cac-mhub.log").read_text()
     state = cohort(out)
     assert state["run"]["state"] == "aborted" and "No space left" in state["run"]["stopped"]
-    assert state["counts"] == {"scored": 0, "processed": 1, "skipped": 0, "failed": 0, "pending": 2}
-    assert sorted(r["status"] for r in rows(out)) == ["pending", "pending", "processed"]
+    assert state["counts"] == {"scored": 0, "processed": 1, "skipped": 0, "failed": 0}
+    assert [r["status"] for r in rows(out)] == ["processed"]  # what finished, nothing else
+    done = rows(out)[0]["key"]
+    monkeypatch.undo()
+    assert run(three, out) == 0  # space again: the rest is done, the finished series kept
+    assert cohort(out)["counts"]["processed"] == 3 and reports(out)[done]["run"]["id"] == state["run"]["id"]
 
 
 def test_disk_full_from_the_start_is_exit_3_without_traceback(three, tmp_path, monkeypatch, capsys):
@@ -293,9 +297,14 @@ def test_reports_and_cohort_files_carry_the_run_id(three, tmp_path):
     assert first["state"] == "complete" and first["id"] and first["finished"] >= first["started"]
     assert {r["run"]["id"] for r in reports(out).values()} == {first["id"]}
     assert {r["run_id"] for r in rows(out)} == {first["id"]}
-    assert run(three, out) == 0
-    second = cohort(out)["run"]["id"]
-    assert second != first["id"] and {r["run"]["id"] for r in reports(out).values()} == {second}
+    assert run(three, out) == 0  # the same command again: nothing to do, every series kept
+    second = cohort(out)["run"]
+    assert second["id"] != first["id"] and second["state"] == "complete"
+    assert {r["run"]["id"] for r in reports(out).values()} == {first["id"]}
+    assert {r["run_id"] for r in rows(out)} == {first["id"]}
+    assert run(three, out, "--set", "general.name=other") == 0  # another config: every series redone
+    third = cohort(out)["run"]["id"]
+    assert {r["run"]["id"] for r in reports(out).values()} == {third} == {r["run_id"] for r in rows(out)}
 
 
 def test_cohort_files_say_running_while_the_run_goes(three, tmp_path, monkeypatch):
@@ -313,12 +322,12 @@ def test_cohort_files_say_running_while_the_run_goes(three, tmp_path, monkeypatc
     assert run(three, out, "--set", "general.name=second") == 0
     during, during_rows = seen[0]
     assert during["run"]["state"] == "running" and during["config"]["name"] == "second"
-    assert during["counts"] == {"scored": 0, "processed": 0, "skipped": 0, "failed": 0, "pending": 3}
-    assert [r["status"] for r in during_rows] == ["pending"] * 3
-    assert {r["run_id"] for r in during_rows} == {during["run"]["id"]}
-    assert all("running or was interrupted" in r["reason"] for r in during_rows)
-    after = cohort(out)["run"]
-    assert after["id"] == during["run"]["id"] and after["state"] == "complete"
+    # while it goes, the rows are what is recorded: the first run's, each saying so
+    first = {r["run_id"] for r in during_rows}
+    assert len(during_rows) == 3 and len(first) == 1 and first != {during["run"]["id"]}
+    after = cohort(out)
+    assert after["run"]["id"] == during["run"]["id"] and after["run"]["state"] == "complete"
+    assert {r["run_id"] for r in rows(out)} == {during["run"]["id"]}
 
 
 # --------------------------------------------------------------- kill -9 and a re-run
@@ -337,7 +346,7 @@ def _marker_ids(out: Path) -> set[str]:
     return ids
 
 
-def test_kill_9_mid_run_then_rerun_is_consistent(tmp_path, make_ct):
+def test_kill_9_mid_run_then_rerun_resumes_and_every_series_is_done_once(tmp_path, make_ct):
     source = tmp_path / "in"
     for i in range(8):
         hu = np.random.default_rng(i).integers(-1000, 1000, (40, 256, 256)).astype(np.int16)
@@ -361,11 +370,11 @@ def test_kill_9_mid_run_then_rerun_is_consistent(tmp_path, make_ct):
         process.kill()
         process.wait()
 
-    # the interrupted run shows as such, and every report says which run wrote it
+    # the interrupted run shows as such, and every row and report says which run wrote it
     state = cohort(out)
     second = state["run"]["id"]
     assert state["run"]["state"] == "running" and second not in (first, "")
-    assert {r["status"] for r in rows(out)} == {"pending"} and {r["run_id"] for r in rows(out)} == {second}
+    assert {r["run_id"] for r in rows(out)} <= {first, second} and len(rows(out)) == 8
     by_run = {}
     for report in reports(out).values():
         by_run.setdefault(report["run"]["id"], set()).add(report["config"]["name"])
@@ -374,13 +383,19 @@ def test_kill_9_mid_run_then_rerun_is_consistent(tmp_path, make_ct):
         ids = json.loads((folder / ".cac-mhub").read_text())["run_id"]
         # a series folder is one run's, whole: the nifti only where the first run wrote it
         assert (folder / "ct.nii.gz").exists() == (ids == first)
+    recorded_by_second = {r["key"] for r in rows(out) if r["run_id"] == second}
 
     assert run(source, out, "--set", "general.name=second") == 0
     state = cohort(out)
     third = state["run"]["id"]
     assert state["run"]["state"] == "complete" and state["counts"]["processed"] == 8
-    assert {r["run"]["id"] for r in reports(out).values()} == {third} and len(reports(out)) == 8
-    assert {r["run_id"] for r in rows(out)} == {third}
+    # resumed: what the killed run recorded is kept, the rest is done now, each series once
+    final = {key: r["run"]["id"] for key, r in reports(out).items()}
+    assert len(final) == 8 and set(final.values()) <= {second, third}
+    assert {k for k, v in final.items() if v == second} >= recorded_by_second
+    assert {r["config"]["name"] for r in reports(out).values()} == {"second"}
+    assert {r["key"]: r["run_id"] for r in rows(out)} == final
+    assert state["catalog"]["units_done_now"] + state["catalog"]["units_kept"] == 8
     assert list(out.glob("*/ct.nii.gz")) == [] and hidden_leftovers(out) == []
 
 

@@ -185,6 +185,11 @@ class Context:
     """Identifies this run in the cohort files and every report, so that mixed runs show."""
     output: OutputFolder | None = None
     """Owner of ``output_dir`` (series built aside and swapped in); None: written in place."""
+    unit_files: list[Path] | None = None
+    """The files of this unit of work (one study, from the cohort engine); None: every file
+    below ``input_dir``."""
+    cohort_files: bool = True
+    """False when the cohort engine writes the cohort files from its state database."""
 
 
 class Module:
@@ -193,6 +198,9 @@ class Module:
     options: ClassVar[dict[str, Option]] = {}
     source: ClassVar[bool] = False
     always_run: ClassVar[bool] = False
+    whole_input: ClassVar[bool] = False
+    """True when the module matches series across the whole input (a SEG to its CT in any
+    folder): the cohort engine then gives the chain the input as one unit, not study by study."""
 
     def __init__(self, **options: Any) -> None:
         self.opts: dict[str, Any] = options
@@ -209,6 +217,11 @@ class Module:
 
     def setup(self, ctx: Context) -> None:
         """Called once before any instance; raise :class:`ChainError` for bad setup."""
+
+    def identity(self) -> Any:
+        """What decides this module's results besides its options (model weights' sha256),
+        after setup: a changed model makes the cohort engine redo the series it scored."""
+        return None
 
     def create_instances(self, ctx: Context) -> list[Instance]:
         raise NotImplementedError
@@ -247,6 +260,15 @@ def module_class(name: str) -> type[Module]:
 def build_modules(execute: list[dict[str, Any]]) -> list[Module]:
     """Instantiate the modules of a validated ``execute`` list (see :mod:`cac_mhub.config`)."""
     return [module_class(entry["module"])(**entry["options"]) for entry in execute]
+
+
+def models_hash(modules: list[Module]) -> str:
+    """sha256 over every module's :meth:`Module.identity` (set-up modules)."""
+    import hashlib
+    import json
+
+    ident = [[m.name, m.identity()] for m in modules]
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def check_chain(modules: list[Module]) -> None:
@@ -289,7 +311,7 @@ def _timed(instance: Instance, module: Module, fn: Any, *args: Any) -> None:
 
 
 def run_chain(
-    modules: list[Module], ctx: Context, progress: bool = False
+    modules: list[Module], ctx: Context, progress: bool = False, remove_stale: bool = True
 ) -> list[Instance]:
     """Run set-up modules (:func:`setup_modules`) over the input; return every instance.
 
@@ -320,7 +342,7 @@ def run_chain(
             except Exception:  # noqa: BLE001 - best effort: the disk may well be full
                 log.debug("finish after the run stopped", exc_info=True)
         raise
-    if ctx.output is not None:
+    if ctx.output is not None and remove_stale:
         ctx.shared["removed_series"] = ctx.output.remove_stale({i.key for i in instances})
     for module in modules:
         module.finish(instances, ctx)

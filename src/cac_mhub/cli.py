@@ -21,7 +21,9 @@ import warnings
 from pathlib import Path
 
 from . import __version__
-from .chain import ChainError, Context, Module, one_line, run_chain, setup_modules
+from .chain import ChainError, Context, Module, one_line, setup_modules
+from .cohort.catalog import parse_shard
+from .cohort.engine import CohortOptions, default_workers, run_cohort
 from .config import config_hash, load
 from .output import PROBE_PREFIX, OutputBusy, OutputFolder
 from .paths import default_input, default_output
@@ -52,7 +54,27 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--input", type=Path, default=None, help="input folder (default $CAC_MHUB_INPUT_DIR or /app/data/input_data)")
     run.add_argument("--output", type=Path, default=None, help="output folder (default $CAC_MHUB_OUTPUT_DIR or /app/data/output_data)")
     run.add_argument("--quiet", action="store_true", help="no progress bar, warnings and errors only on the console")
+    cohort = run.add_argument_group("cohorts (README: Cohorts)")
+    cohort.add_argument("--workers", type=_positive, default=None,
+                        help="worker processes (a Dask LocalCluster when > 1; default $CAC_MHUB_WORKERS or one per "
+                             "core as memory allows, 4 GiB each)")
+    cohort.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help="run on a Dask cluster, e.g. tcp://host:8786 (its workers must see the same folders)")
+    cohort.add_argument("--shard", default=None, metavar="I/N",
+                        help="only this share of the input (0 <= I < N; for array jobs, no Dask needed)")
+    cohort.add_argument("--manifest", type=Path, default=None,
+                        help="text or CSV file: one series folder per line (relative to --input, or absolute)")
+    cohort.add_argument("--retry-failed", action="store_true", help="redo units that failed in an earlier run")
+    cohort.add_argument("--resources", default="", metavar="NAME=N[,...]",
+                        help="Dask resources each unit needs, e.g. GPU=1 (workers started with --resources GPU=1)")
+    cohort.add_argument("--memory-per-worker", default="auto",
+                        help="LocalCluster memory limit per worker, e.g. 6GiB (default: an equal share)")
     run.set_defaults(func=cmd_run)
+
+    rebuild = sub.add_parser("cohort", help="rebuild the cohort files of an output folder from its state database(s)")
+    rebuild.add_argument("output", type=Path, help="output folder of one or several (sharded) runs")
+    rebuild.add_argument("--name", default="cohort", help="stem of the cohort files (default cohort)")
+    rebuild.set_defaults(func=cmd_cohort)
 
     validate = sub.add_parser("validate", help="check a workflow/config without running it")
     _config_arguments(validate)
@@ -137,9 +159,39 @@ def cmd_modules(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def cohort_options(args: argparse.Namespace) -> CohortOptions:
+    """The cohort options of ``run``; ValueError with a one-line reason for bad ones."""
+    resources = {}
+    for part in filter(None, (p.strip() for p in (args.resources or "").split(","))):
+        name, _, amount = part.partition("=")
+        try:
+            resources[name.strip()] = float(amount)
+        except ValueError:
+            raise ValueError(f"--resources {part!r}: expected NAME=NUMBER, e.g. GPU=1") from None
+    if args.manifest is not None and not args.manifest.is_file():
+        raise ValueError(f"--manifest {args.manifest}: no such file")
+    return CohortOptions(
+        workers=args.workers or (1 if args.scheduler else default_workers()),
+        scheduler=args.scheduler, shard=parse_shard(args.shard) if args.shard else None,
+        manifest=args.manifest.resolve() if args.manifest else None, retry_failed=args.retry_failed,
+        resources=resources, memory_per_worker=args.memory_per_worker)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     input_dir = (args.input or default_input()).resolve()
     output_dir = (args.output or default_output()).resolve()
+    try:
+        options = cohort_options(args)
+    except ValueError as error:
+        print(f"cac-mhub: {error}", file=sys.stderr)
+        return EXIT_CONFIG
     held = _SetupLog()  # the modules' setup (model, device) logs before the log file exists
     try:
         ctx, modules = prepare(args, input_dir, output_dir)
@@ -147,7 +199,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         held.hand_over(None)
         print(f"cac-mhub: {error}", file=sys.stderr)
         return EXIT_CONFIG
-    folder = OutputFolder(output_dir, input_dir)
+    folder = OutputFolder(output_dir, input_dir, shard=options.shard_tag)
     try:
         folder.open()
         handlers = setup_logging(output_dir, ctx.config["general"]["log_level"], args.quiet)
@@ -164,7 +216,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     held.hand_over(handlers)
     ctx.run_id, ctx.output = folder.run_id, folder
     try:
-        return _run(modules, ctx, progress=not args.quiet and sys.stderr.isatty())
+        return _run(modules, ctx, options, progress=not args.quiet and sys.stderr.isatty())
     finally:
         for handler in handlers:
             logging.getLogger("cac_mhub").removeHandler(handler)
@@ -172,29 +224,58 @@ def cmd_run(args: argparse.Namespace) -> int:
         folder.close()
 
 
-def _run(modules: list[Module], ctx: Context, progress: bool) -> int:
+def _run(modules: list[Module], ctx: Context, options: CohortOptions, progress: bool) -> int:
     """The run itself, logging set up: every way it ends is one line in the log and an exit code."""
     start = time.perf_counter()
     log.info("cac-mhub %s, workflow %s (config hash %s), run %s",
              __version__, ctx.config["source"], ctx.config_hash[:16], ctx.run_id)
+    if options.shard:
+        log.info("shard %d of %d (units by id; the shards together are the whole input)", *options.shard)
     if ctx.output is not None and ctx.output.cleaned:
         log.info("removed %d temporary entries left by an interrupted run", ctx.output.cleaned)
     if _inside(ctx.output_dir, ctx.input_dir):
         log.warning("the output folder is inside the input folder; it is left out of the scan")
     try:
-        instances = run_chain(modules, ctx, progress=progress)
+        outcome = run_cohort(modules, ctx, options, progress=progress)
     except ChainError as error:
         log.error("%s", error)
         return EXIT_CONFIG
     except KeyboardInterrupt:
-        log.error("run interrupted; the cohort files say state: running")
+        log.error("run interrupted; finished series are recorded, the next run goes on from there")
         return EXIT_INTERRUPTED
     except Exception as error:  # noqa: BLE001 - one line for the user, the traceback in the debug log
         log.error("run could not finish: %s", one_line(error))
         log.debug("traceback", exc_info=True)
         return EXIT_RUN
-    failed = sum(i.status == "failed" for i in instances)
-    log.info("done in %.1f s: %d series, %d failed", time.perf_counter() - start, len(instances), failed)
+    counts = outcome.counts
+    log.info("done in %.1f s (%d series worked on, %d kept from earlier runs): %d series, %d failed",
+             time.perf_counter() - start, outcome.tally.series, sum(counts.values()) - outcome.tally.series,
+             sum(counts.values()), counts.get("failed", 0))
+    return 0
+
+
+def cmd_cohort(args: argparse.Namespace) -> int:
+    """Rebuild cohort files from the state database(s) of an output folder (all shards merged)."""
+    from .cohort.files import write_cohort_files
+    from .cohort.state import STATE_NAME, StateDB
+
+    output = args.output.resolve()
+    paths = sorted(output.glob(f"{STATE_NAME}*.sqlite"))
+    if not paths:
+        print(f"cac-mhub: no state database ({STATE_NAME}*.sqlite) in {output}", file=sys.stderr)
+        return EXIT_CONFIG
+    dbs = [StateDB(p, readonly=True) for p in paths]
+    try:
+        runs = [db.last_run() for db in dbs]
+        run = {"id": ",".join(r.get("run_id", "") for r in runs), "state": "rebuilt",
+               "states": {p.name: r.get("state") for p, r in zip(paths, runs)}}
+        config = {"hashes": sorted({r.get("config_hash", "") for r in runs})}
+        counts = write_cohort_files(dbs, output, args.name, run, config, {"state_databases": [p.name for p in paths]})
+    finally:
+        for db in dbs:
+            db.close()
+    print(f"{args.name}.csv / {args.name}.json rebuilt from {len(paths)} database(s): "
+          + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
     return 0
 
 

@@ -34,6 +34,8 @@ OLD_PREFIX = ".cac-mhub-old-"
 """An earlier series folder on its way out (renamed beside the new one, then removed)."""
 MARKER = ".cac-mhub"
 """In every series folder a run wrote: it may be replaced or removed by a later run."""
+LOCK_PREFIX = ".cac-mhub-lock."
+"""Lock file of one shard (a whole run locks the folder itself)."""
 PROBE_PREFIX = ".write-test-"
 """The write probe of :func:`cac_mhub.cli.check_folders`."""
 
@@ -50,10 +52,15 @@ def new_run_id() -> str:
 class OutputFolder:
     """The output folder of one run: lock, clean-up, series swap, stale series."""
 
-    def __init__(self, root: Path, input_dir: Path, run_id: str | None = None) -> None:
+    def __init__(self, root: Path, input_dir: Path, run_id: str | None = None, shard: str = "",
+                 staging: Path | None = None) -> None:
         self.root = Path(root)
         self.input_dir = Path(input_dir)
         self.run_id = run_id or new_run_id()
+        self.shard = shard
+        """Set for one shard of a split cohort: shards share the output folder, each locks and
+        cleans only its own part."""
+        self._staging = staging
         self._lock: int | None = None
         self.cleaned = 0
         """How many leftovers of earlier runs :meth:`open` removed."""
@@ -61,22 +68,39 @@ class OutputFolder:
     @property
     def staging(self) -> Path:
         """The output folder modules see while a series is built (``<staging>/<key>/...``)."""
-        return self.root / WORK
+        if self._staging is not None:
+            return self._staging
+        return self.root / WORK / self.shard if self.shard else self.root / WORK
+
+    def unit(self, name: str) -> OutputFolder:
+        """The folder a worker builds one unit's series in (under this run's work folder); not
+        locked: the run that opened this folder holds the lock."""
+        return OutputFolder(self.root, self.input_dir, self.run_id, self.shard, self.staging / name)
+
+    def prepare(self) -> None:
+        """An empty staging folder (a retried unit may find its earlier attempt's)."""
+        remove(self.staging)
+        self.staging.mkdir(parents=True)
 
     def open(self) -> None:
         """Lock the folder and remove what an interrupted run left; raise OutputBusy or OSError."""
-        fd = os.open(self.root, os.O_RDONLY)
+        if self.shard:
+            fd = os.open(self.root / f"{LOCK_PREFIX}{self.shard}", os.O_RDWR | os.O_CREAT, 0o644)
+        else:
+            fd = os.open(self.root, os.O_RDONLY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise OutputBusy(f"another cac-mhub run is using the output folder {self.root}") from None
+            what = f"shard {self.shard} of " if self.shard else ""
+            raise OutputBusy(f"another cac-mhub run is using {what}the output folder {self.root}") from None
         except OSError:  # no locks on this file system: go on unlocked
             log.debug("output folder not locked (flock unsupported)")
         self._lock = fd
-        self.cleaned = self.clean()
+        # shards run side by side: each removes only its own work folder
+        self.cleaned = 0 if self.shard else self.clean()
         remove(self.staging)
-        self.staging.mkdir()
+        self.staging.mkdir(parents=True)
 
     def clean(self) -> int:
         """Remove temporaries of earlier runs; return how many went (what cannot go waits for the next run)."""

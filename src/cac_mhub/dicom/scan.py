@@ -146,9 +146,19 @@ def read_header(path: Path) -> tuple[Any | None, str]:
 
 def scan(root: Path, exclude: Iterable[Path] = ()) -> ScanResult:
     """Read every file's header below ``root`` and group image files into series."""
-    groups: dict[str, list[tuple[Path, Any]]] = defaultdict(list)
     ignored: list[tuple[Path, str]] = []
-    for path in iter_files(root, exclude, problems=ignored):
+    return scan_files(iter_files(root, exclude, problems=ignored), ignored)
+
+
+def scan_files(paths: Iterable[Path], ignored: list[tuple[Path, str]] | None = None) -> ScanResult:
+    """Read the header of each of ``paths`` and group the image files into series.
+
+    The cohort engine gives one study's files at a time (:mod:`cac_mhub.cohort.catalog`);
+    :func:`scan` gives every file below a folder.
+    """
+    groups: dict[str, list[tuple[Path, Any]]] = defaultdict(list)
+    ignored = [] if ignored is None else ignored
+    for path in paths:
         ds, reason = read_header(path)
         if ds is None:
             ignored.append((path, reason))

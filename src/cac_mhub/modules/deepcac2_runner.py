@@ -52,6 +52,9 @@ class DeepCac2Runner(Module):
         except ModelError as error:
             raise ChainError(f"DeepCac2Runner: {error}") from None
 
+    def identity(self) -> Any:
+        return None if self.model is None else {"weights_sha256": self.model.sha256}
+
     def run(self, instance: Instance, ctx: Context) -> None:
         volume = require_volume(instance, "segment")
         opts = self.settings

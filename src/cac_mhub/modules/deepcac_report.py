@@ -12,7 +12,8 @@ that mapped its mask) the mapped fields of MHub's ``all_pid_*`` workflows are wr
 from __future__ import annotations
 
 import json
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Iterable
 
 from ..chain import Context, Instance, Module, Option
 from ..io import atomic_write_text
@@ -49,6 +50,8 @@ class DeepCacReportExporter(Module):
 
     def begin(self, instances: list[Instance], ctx: Context) -> None:
         """No earlier run's cohort file stays beside this run's reports."""
+        if not ctx.cohort_files:  # the cohort engine rebuilds it (rebuild_cohort)
+            return
         atomic_write_text(ctx.output_dir / self.settings["name"], "[]\n")
 
     def run(self, instance: Instance, ctx: Context) -> None:
@@ -80,5 +83,10 @@ class DeepCacReportExporter(Module):
         return ReportExporter(**{k: v for k, v in self.settings.items() if k in ("patient_id", "salt")}).patient_id(value)
 
     def finish(self, instances: list[Instance], ctx: Context) -> None:
-        cohort = [i.report["deepcac_report"] for i in instances if "deepcac_report" in i.report]
-        atomic_write_text(ctx.output_dir / self.settings["name"], json.dumps(cohort, indent=4) + "\n")
+        if ctx.cohort_files:
+            self.rebuild_cohort((i.report for i in instances), ctx.output_dir)
+
+    def rebuild_cohort(self, reports: Iterable[dict[str, Any]], output_dir: Path) -> None:
+        """The cohort file from the series' reports (the cohort engine passes its records')."""
+        cohort = [r["deepcac_report"] for r in reports if "deepcac_report" in r]
+        atomic_write_text(output_dir / self.settings["name"], json.dumps(cohort, indent=4) + "\n")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..chain import ChainError, Context, Instance, Module, Option
 from ..dicom.identity import uid_message, uid_report
-from ..dicom.scan import SelectionRules, scan, select, unreadable_beside
+from ..dicom.scan import SelectionRules, scan, scan_files, select, unreadable_beside
 from ..io import safe_name
 
 log = logging.getLogger("cac_mhub")
@@ -42,16 +42,18 @@ class DicomImporter(Module):
         )
 
     def setup(self, ctx: Context) -> None:
-        self.rules()
+        for rule in self.rules().describe():  # once per run (and per worker process)
+            log.info("selection rule: %s", rule)
 
     def create_instances(self, ctx: Context) -> list[Instance]:
         rules = self.rules()
-        result = scan(ctx.input_dir, exclude=[ctx.output_dir])
+        if ctx.unit_files is not None:  # one study of a cohort, from the streaming catalog
+            result = scan_files(ctx.unit_files)
+        else:
+            result = scan(ctx.input_dir, exclude=[ctx.output_dir])
         select(result.series, rules)
         ctx.shared["catalog"] = result.series
         ctx.shared["ignored_files"] = [(str(_relative(p, ctx.input_dir)), why) for p, why in result.ignored]
-        for rule in rules.describe():
-            log.info("selection rule: %s", rule)
         if result.ignored:
             reasons = Counter(why for _, why in result.ignored)
             summary = ", ".join(f"{count} {why}" for why, count in reasons.most_common())
@@ -60,7 +62,7 @@ class DicomImporter(Module):
                     len(result.ignored), summary)
             for path, why in ctx.shared["ignored_files"]:
                 log.debug("ignored %s: %s", path, why)
-        if not result.series:
+        if not result.series and ctx.unit_files is None:  # the cohort engine says it once for the input
             log.warning("no DICOM series found in the input folder")
         instances, used = [], set()
         for series in result.series:
@@ -77,7 +79,8 @@ class DicomImporter(Module):
             self.annotate(instance, result.ignored)
             instances.append(instance)
         selected = sum(s.selected for s in result.series)
-        log.info("%d series found, %d selected for scoring", len(result.series), selected)
+        log.log(logging.DEBUG if ctx.unit_files is not None else logging.INFO,
+                "%d series found, %d selected for scoring", len(result.series), selected)
         return instances
 
     @staticmethod

@@ -44,6 +44,9 @@ class HeartLocator(Module):
         except ModelError as error:
             raise ChainError(f"HeartLocator: {error}") from None
 
+    def identity(self) -> Any:
+        return None if self.heart is None else {"heart_model_sha256": self.heart.sha256}
+
     def run(self, instance: Instance, ctx: Context) -> None:
         from ..anatomy import analyse
         from ..anatomy.analysis import with_heart_mask

@@ -50,6 +50,9 @@ class NnunetCacRunner(Module):
         except ModelError as error:
             raise ChainError(f"NnunetCacRunner: {error}") from None
 
+    def identity(self) -> Any:
+        return None if self.model is None else {"model": self.model.card.ident, "sha256": self.model.sha256}
+
     def run(self, instance: Instance, ctx: Context) -> None:
         volume = require_volume(instance, "segment")
         opts = self.settings

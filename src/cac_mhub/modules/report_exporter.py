@@ -25,6 +25,7 @@ from typing import Any
 from .. import __version__
 from ..chain import Context, Instance, Module, Option, fatal, one_line
 from ..io import atomic_write_bytes, atomic_write_text
+from ..io import json_default as _json_default
 
 log = logging.getLogger("cac_mhub")
 
@@ -78,6 +79,7 @@ class ReportExporter(Module):
             self._fail(instance, f"ReportExporter: report not written: {one_line(error)}")
             report.update(status="failed", reason=instance.reason, outputs=dict(instance.outputs))
         instance.report["_final"] = report
+        instance.report["_row"] = self.safe_row(instance, report)
 
     @staticmethod
     def _fail(instance: Instance, reason: str) -> None:
@@ -147,12 +149,16 @@ class ReportExporter(Module):
 
     def begin(self, instances: list[Instance], ctx: Context) -> None:
         """Replace an earlier run's cohort files at once: this run's, state running, rows pending."""
+        if not ctx.cohort_files:  # the cohort engine writes them from its state database
+            return
         self._started = getattr(self, "_started", None) or _now()
         reason = f"not finished: run {ctx.run_id or '(no id)'} is running or was interrupted"
         pending = [(i, self.minimal(i, ctx, "pending", reason)) for i in instances]
         self.write_cohort(pending, ctx, "running")
 
     def finish(self, instances: list[Instance], ctx: Context) -> None:
+        if not ctx.cohort_files:
+            return
         stopped = ctx.shared.get("stopped")
         done = []
         for instance in instances:
@@ -322,11 +328,3 @@ def _plain(value: Any) -> Any:
 
 def _join(value: Any) -> Any:
     return "x".join(str(v) for v in value) if isinstance(value, (list, tuple)) else value
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if hasattr(value, "to_dict"):
-        return value.to_dict()
-    return str(value)

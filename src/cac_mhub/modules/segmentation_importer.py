@@ -194,6 +194,8 @@ def _display(path: Path, root: Path) -> str:
 class SegmentationImporter(Module):
     """Set ``instance.labels`` from an existing segmentation instead of running a model."""
 
+    whole_input = True  # a SEG may lie in any folder of the input
+
     options = {
         "source": Option(str, "auto", "where to look: auto = a SEG among the inputs, else the path template",
                          choices=("auto", "seg", "file")),

@@ -1,0 +1,434 @@
+"""The cohort engine: the catalog streams units, workers run the chain, the client records.
+
+The client process (``cac-mhub run``) owns the output folder's lock and the state database.
+The catalog walks the input in a background thread while units are worked on; a unit already
+done with the same input, config and models is skipped. Units go to the chain in this process
+(one worker), to a Dask LocalCluster (``--workers N``), or to a running Dask scheduler
+(``--scheduler tcp://host:8786``), at most a few per worker ahead of the results, so memory
+stays bounded however large the cohort. Workers move their series' outputs into the output
+folder themselves; only the client writes the database and the cohort files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from ..chain import Context, Module, RunError, models_hash
+from .catalog import CatalogStats, Unit, in_shard, iter_units, manifest_units, whole_input_unit
+from .files import reports, write_cohort_files
+from .state import StateDB, state_file
+from .worker import Job, UnitResult, process_unit
+
+log = logging.getLogger("cac_mhub")
+
+#: Below this many units of work a run stays in this process: starting workers costs more.
+MIN_UNITS_FOR_WORKERS = 4
+#: Cohort files are rewritten at most this often while a run goes (and always at its end).
+COHORT_EVERY_S = 30.0
+#: Memory a worker is given by default (the default model's peak is about 2 GiB; docs/cohorts.md).
+WORKER_MEMORY_GIB = 4.0
+
+
+@dataclass
+class CohortOptions:
+    workers: int = 1
+    scheduler: str | None = None
+    shard: tuple[int, int] | None = None
+    manifest: Path | None = None
+    retry_failed: bool = False
+    resources: dict[str, float] = field(default_factory=dict)
+    memory_per_worker: str = "auto"
+
+    @property
+    def shard_tag(self) -> str:
+        return f"shard-{self.shard[0]}-of-{self.shard[1]}" if self.shard else ""
+
+
+@dataclass
+class Tally:
+    """Counts for the progress line and the closing log line."""
+
+    units: int = 0
+    kept: int = 0
+    series: int = 0
+    failed: int = 0
+    skipped: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def add(self, result: UnitResult) -> None:
+        self.units += 1
+        self.series += len(result.series)
+        self.failed += sum(s.status == "failed" for s in result.series) + (not result.series and result.status == "failed")
+        self.skipped += sum(s.status == "skipped" for s in result.series)
+
+    def rate(self) -> float:
+        """Series per hour of this run's own work."""
+        elapsed = time.monotonic() - self.started
+        return self.series / elapsed * 3600 if elapsed > 0 else 0.0
+
+
+def default_workers() -> int:
+    """Workers for this machine: ``$CAC_MHUB_WORKERS``, else one per core as memory allows."""
+    if os.environ.get("CAC_MHUB_WORKERS"):
+        return max(1, int(os.environ["CAC_MHUB_WORKERS"]))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        memory = 8.0
+    return max(1, min(cores, int(memory // WORKER_MEMORY_GIB), 16))
+
+
+def catalog(ctx: Context, modules: list[Module], opts: CohortOptions, stats: CatalogStats) -> Iterator[Unit]:
+    """The units of this run, in input order (only this shard's)."""
+    if opts.manifest is not None:
+        units: Iterable[Unit] = manifest_units(opts.manifest, ctx.input_dir, stats)
+    elif any(m.whole_input for m in modules):
+        stats.units = 1
+        units = [whole_input_unit(ctx.input_dir, exclude=[ctx.output_dir])]
+        stats.done = True
+    else:
+        units = iter_units(ctx.input_dir, exclude=[ctx.output_dir], stats=stats)
+    return (u for u in units if in_shard(u, opts.shard))
+
+
+def background(items: Iterator[Unit], size: int = 256) -> Iterator[Unit]:
+    """Iterate ``items`` in a thread (the folder walk goes on while units are worked on)."""
+    box: queue.Queue = queue.Queue(maxsize=size)
+    end = object()
+    failure: list[BaseException] = []
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        box.put(item, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as error:  # noqa: BLE001 - raised again in the consumer
+            failure.append(error)
+        finally:
+            box.put(end)
+
+    thread = threading.Thread(target=produce, name="cac-mhub-catalog", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = box.get()
+            if item is end:
+                break
+            yield item
+        if failure:
+            raise failure[0]
+    finally:
+        stop.set()
+
+
+class InProcess:
+    """Units run one after another in this process, with the client's set-up chain."""
+
+    def __init__(self, modules: list[Module], job: Job) -> None:
+        self.modules, self.job = modules, job
+        self.workers = 1
+
+    def results(self, units: Iterator[Unit]) -> Iterator[UnitResult]:
+        for unit in units:
+            yield process_unit(unit, self.job, self.modules, capture=False)
+
+    def close(self) -> None:
+        pass
+
+
+class OnDask:
+    """Units as tasks on a Dask cluster (a LocalCluster of processes, or a scheduler's)."""
+
+    def __init__(self, job: Job, opts: CohortOptions) -> None:
+        from distributed import Client, LocalCluster
+
+        self.job, self.opts = job, opts
+        self.cluster = None
+        self.scratch = ""
+        if opts.scheduler:
+            self.client = Client(opts.scheduler, timeout=60)
+            self.workers = max(1, len(self.client.scheduler_info().get("workers", {})))
+            log.info("Dask scheduler %s: %d worker(s)", opts.scheduler, self.workers)
+        else:
+            self.scratch = tempfile.mkdtemp(prefix="cac-mhub-dask-")
+            self.cluster = LocalCluster(
+                n_workers=opts.workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                memory_limit=_memory_limit(opts.memory_per_worker), resources=opts.resources or None,
+                silence_logs=logging.ERROR, local_directory=self.scratch)
+            self.client = Client(self.cluster)
+            self.workers = opts.workers
+            log.info("Dask LocalCluster: %d worker process(es), %s memory each", opts.workers,
+                     opts.memory_per_worker if opts.memory_per_worker != "auto" else "an equal share of")
+
+    def results(self, units: Iterator[Unit]) -> Iterator[UnitResult]:
+        from distributed import as_completed
+
+        ahead = max(2, 2 * self.workers)
+        flying: dict[str, Unit] = {}
+        done = as_completed()
+        source = iter(units)
+
+        def submit() -> bool:
+            unit = next(source, None)
+            if unit is None:
+                return False
+            future = self.client.submit(process_unit, unit, self.job, key=f"unit-{unit.id}-{self.job.run_id}",
+                                        pure=False, resources=self.opts.resources or None)
+            flying[future.key] = unit
+            done.add(future)
+            return True
+
+        while len(flying) < ahead and submit():
+            pass
+        for future in done:
+            unit = flying.pop(future.key)
+            try:
+                result = future.result()
+            except RunError:
+                raise
+            except Exception as error:  # noqa: BLE001 - a worker that died (KilledWorker) fails its unit only
+                reason = f"worker lost while processing it ({type(error).__name__}: {error})".splitlines()[0][:300]
+                log.error("%s failed: %s", unit.label, reason)
+                result = UnitResult(unit, "failed", reason)
+            finally:
+                future.release()
+            yield result
+            while len(flying) < ahead and submit():
+                pass
+
+    def close(self) -> None:
+        try:
+            self.client.close(timeout=30)
+        finally:
+            if self.cluster is not None:
+                self.cluster.close(timeout=30)
+            if self.scratch:
+                shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def _memory_limit(text: str) -> Any:
+    return "auto" if text in ("", "auto") else text
+
+
+def _first(units: Iterator[Unit], count: int) -> tuple[list[Unit], Iterator[Unit]]:
+    """Up to ``count`` units read ahead, and the rest."""
+    head = []
+    for unit in units:
+        head.append(unit)
+        if len(head) >= count:
+            break
+    return head, units
+
+
+def _chain(head: list[Unit], rest: Iterator[Unit]) -> Iterator[Unit]:
+    yield from head
+    yield from rest
+
+
+@dataclass
+class CohortRun:
+    """Outcome of :func:`run_cohort`."""
+
+    state: str
+    tally: Tally
+    stopped: str = ""
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def run_cohort(modules: list[Module], ctx: Context, opts: CohortOptions, progress: bool = False) -> CohortRun:
+    """Run ``modules`` over the input, unit by unit, recording each in the state database."""
+    assert ctx.output is not None, "the engine needs an opened OutputFolder"
+    db = StateDB(state_file(ctx.output_dir, opts.shard_tag))
+    mhash = models_hash(modules)
+    general = ctx.config.get("general", {})
+    job = Job(config=ctx.config, config_hash=ctx.config_hash, input_dir=str(ctx.input_dir),
+              output_dir=str(ctx.output_dir), run_id=ctx.run_id, shard=opts.shard_tag,
+              log_level=str(general.get("log_level", "info")))
+    db.begin_run(ctx.run_id, str(general.get("name", "")), ctx.config_hash, mhash, opts.shard_tag, opts.workers)
+    cohort = CohortFiles(db, ctx, modules, opts)
+    cohort.write("running")
+    stats = CatalogStats()
+    tally = Tally()
+    seen: set[str] = set()
+
+    def todo(units: Iterator[Unit]) -> Iterator[Unit]:
+        for unit in units:
+            seen.add(unit.id)
+            if db.is_done(unit, ctx.config_hash, mhash, opts.retry_failed, ctx.output_dir):
+                tally.kept += 1
+                continue
+            yield unit
+
+    pending = todo(background(catalog(ctx, modules, opts, stats)))
+    use_dask = opts.scheduler is not None or opts.workers > 1
+    head: list[Unit] = []
+    if use_dask and opts.scheduler is None:
+        head, pending = _first(pending, MIN_UNITS_FOR_WORKERS)
+        if len(head) < MIN_UNITS_FOR_WORKERS:
+            use_dask = False
+            log.info("%d unit(s) of work: running in this process, without starting workers", len(head))
+    bar = Progress(progress, stats, tally)
+    state, stopped = "complete", ""
+    executor: Any = None
+    try:
+        executor = OnDask(job, opts) if use_dask else InProcess(modules, job)
+        for result in executor.results(_chain(head, pending)):
+            for level, message in result.log:
+                log.log(level, "%s", message)
+            moved = db.record(result.unit, result.status, result.reason, result.series, result.ignored,
+                              ctx.config_hash, mhash, ctx.run_id, result.seconds, result.worker, result.peak_rss_mb)
+            for key in moved:
+                log.warning("%s: the same series was found again in %s; its outputs are this unit's",
+                            key, result.unit.label)
+            tally.add(result)
+            bar.update()
+            if cohort.due():
+                cohort.write("running")
+    except RunError as error:
+        state, stopped = "aborted", str(error)
+        raise
+    except KeyboardInterrupt:
+        state, stopped = "interrupted", "interrupted (Ctrl-C or SIGTERM)"
+        raise
+    finally:
+        bar.close()
+        if executor is not None:
+            try:
+                executor.close()
+            except Exception:  # noqa: BLE001 - the results are recorded; closing is best effort
+                log.debug("closing the workers", exc_info=True)
+        removed: list[str] = []
+        if stats.done:
+            db.replace_ignored(CATALOG, [(_relative(p, ctx.input_dir), why) for p, why in stats.problems])
+        if state == "complete" and opts.shard is None and opts.manifest is None:
+            forgotten = db.forget_units_except(seen | {CATALOG})
+            removed = ctx.output.remove_stale(db.keys())
+            if forgotten:
+                log.info("forgot %d unit(s) no longer in the input", forgotten)
+        cohort.write(state, stopped=stopped, removed=removed, catalog_stats=stats, tally=tally)
+        db.end_run(ctx.run_id, state, stopped)
+        counts = db.counts()
+        db.close()
+    if not counts and state == "complete":
+        log.warning("no DICOM series found in the input folder")
+    _log_ignored(stats, tally)
+    log.info("catalog: %d folder(s), %d file(s), %d header(s) read, %d unit(s)%s", stats.folders, stats.files,
+             stats.headers_read, stats.units, f", {stats.mixed_folders} mixed folder(s)" if stats.mixed_folders else "")
+    log.info("units: %d done now, %d already done before (kept), %d series this run (%.0f series/h)",
+             tally.units, tally.kept, tally.series, tally.rate())
+    return CohortRun(state, tally, stopped, counts)
+
+
+CATALOG = "catalog"
+"""Owner of the ignored entries the catalog itself found (no unit holds them)."""
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _log_ignored(stats: CatalogStats, tally: Tally) -> None:
+    """One line for what the walk could not read (the units log their own ignored files)."""
+    if stats.problems:
+        reasons: dict[str, int] = {}
+        for _, why in stats.problems:
+            reasons[why] = reasons.get(why, 0) + 1
+        summary = ", ".join(f"{n} {why}" for why, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+        log.warning("%d folder(s)/link(s) ignored: %s", len(stats.problems), summary)
+
+
+class CohortFiles:
+    """Cohort files of the run, from the database: at the start, every so often, at the end."""
+
+    def __init__(self, db: StateDB, ctx: Context, modules: list[Module], opts: CohortOptions) -> None:
+        self.db, self.ctx, self.opts = db, ctx, opts
+        exporter = next((m for m in modules if m.name == "ReportExporter"), None)
+        stem = exporter.settings["cohort_name"] if exporter is not None else None
+        self.stem = f"{stem}.{opts.shard_tag}" if stem and opts.shard_tag else stem
+        self.rebuilders = [m for m in modules if hasattr(m, "rebuild_cohort")]
+        self.last = 0.0
+        self.started = _now()
+
+    def due(self) -> bool:
+        return time.monotonic() - self.last >= COHORT_EVERY_S
+
+    def write(self, state: str, stopped: str = "", removed: list[str] | None = None,
+              catalog_stats: CatalogStats | None = None, tally: Tally | None = None) -> None:
+        self.last = time.monotonic()
+        if self.stem is None:
+            return
+        run = {"id": self.ctx.run_id, "state": state, "started": self.started}
+        if state != "running":
+            run["finished"] = _now()
+        if stopped:
+            run["stopped"] = stopped
+        if self.opts.shard_tag:
+            run["shard"] = self.opts.shard_tag
+        extra: dict[str, Any] = {"removed_series": list(removed or [])}
+        if catalog_stats is not None and tally is not None:
+            extra["catalog"] = {"folders": catalog_stats.folders, "files": catalog_stats.files,
+                                "headers_read": catalog_stats.headers_read, "units": catalog_stats.units,
+                                "units_done_now": tally.units, "units_kept": tally.kept}
+        config = {"name": self.ctx.config.get("general", {}).get("name", ""), "hash": self.ctx.config_hash}
+        write_cohort_files([self.db], self.ctx.output_dir, self.stem, run, config, extra)
+        for module in self.rebuilders:
+            module.rebuild_cohort(reports([self.db]), self.ctx.output_dir)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class Progress:
+    """series done / skipped / failed, series per hour, time left once the catalog is complete."""
+
+    def __init__(self, enabled: bool, stats: CatalogStats, tally: Tally) -> None:
+        self.stats, self.tally = stats, tally
+        self.bar = None
+        self.last_line = time.monotonic()
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(desc="units", unit="unit", total=None)
+
+    def update(self) -> None:
+        t = self.tally
+        text = (f"{t.series} series ({t.skipped} skipped, {t.failed} failed), {t.kept} units kept, "
+                f"{t.rate():.0f} series/h")
+        if self.bar is not None:
+            if self.stats.done and self.bar.total is None:
+                self.bar.total = max(self.stats.units - t.kept, t.units)
+            self.bar.set_postfix_str(text, refresh=False)
+            self.bar.update(1)
+        elif time.monotonic() - self.last_line >= 60:
+            self.last_line = time.monotonic()
+            left = ""
+            if self.stats.done and t.units:
+                remaining = self.stats.units - t.kept - t.units
+                per_unit = (time.monotonic() - t.started) / t.units
+                left = f", about {remaining * per_unit / 60:.0f} min left ({remaining} units)"
+            log.info("progress: %d units done, %s%s", t.units, text, left)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,70 @@
+"""Cohort files (``cohort.csv``, ``cohort.json``) rebuilt from the state database.
+
+Written when a run starts, every so often while it goes, and when it ends, always from the
+database: after a crash they can be made again (``cac-mhub cohort OUTPUT``), and a run that
+stopped shows exactly the series that finished. Both are written in a streaming way (one
+series at a time): 130,000 reports never sit in memory together.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from .. import __version__
+from ..io import atomic_path, json_default
+from ..modules.report_exporter import BASE_COLUMNS, STATUSES
+from .state import StateDB
+
+
+def write_cohort_files(dbs: list[StateDB], output_dir: Path, stem: str, run: dict[str, Any],
+                       config: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, int]:
+    """Write ``<stem>.csv`` and ``<stem>.json`` from one or several (shards') databases; return counts."""
+    columns: set[str] = set()
+    counts = {s: 0 for s in STATUSES}
+    for db in dbs:
+        for row, _ in db.series_rows():
+            columns.update(row)
+            status = row.get("status", "")
+            counts[status] = counts.get(status, 0) + 1
+    score_columns = sorted(columns - set(BASE_COLUMNS))
+    with atomic_path(Path(output_dir) / f"{stem}.csv") as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=BASE_COLUMNS + score_columns, extrasaction="ignore",
+                                    lineterminator="\n")
+            writer.writeheader()
+            for db in dbs:
+                writer.writerows(row for row, _ in db.series_rows())
+    head = {
+        "software": {"name": "cac-mhub", "version": __version__},
+        "run": run,
+        "config": config,
+        "counts": counts,
+        **(extra or {}),
+        "ignored_files": [{"path": p, "reason": r} for db in dbs for p, r in db.ignored()],
+    }
+    with atomic_path(Path(output_dir) / f"{stem}.json") as tmp:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            text = json.dumps(head, indent=2, default=json_default)
+            handle.write(text[:-2] + ',\n  "series": [')  # the head without its closing brace
+            first = True
+            for db in dbs:
+                for _, report in db.series_rows():
+                    handle.write(("\n" if first else ",\n") + report)
+                    first = False
+            handle.write("\n  ]\n}\n")
+    return counts
+
+
+def reports(dbs: Iterable[StateDB]) -> Iterable[dict[str, Any]]:
+    """Every series report (for modules that rebuild a cohort file of their own)."""
+    for db in dbs:
+        for _, report in db.series_rows():
+            yield json.loads(report)
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -1,0 +1,329 @@
+"""Cohort scale: the streaming catalog, the state database, resume, shards, Dask workers."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from cac_mhub.cli import main
+from cac_mhub.cohort.catalog import CatalogStats, in_shard, iter_units, manifest_units, parse_shard, unit_paths
+from cac_mhub.cohort.state import StateDB, state_file
+
+IMPORT = ["--workflow", "import", "--quiet"]
+NIFTI = ["--set", "modules.NiftiConverter.write_nifti=true"]
+CLI = "import sys; from cac_mhub.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def header_only(path: Path, study: str, series: str, number: int) -> None:
+    """A small CT header without pixels: what the catalog reads."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = study, series, "CT"
+    ds.InstanceNumber = number
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+
+
+def tree(root: Path, studies: int, series_per_study: int, files_per_series: int) -> dict[str, set[str]]:
+    """collection/patient/study/series folders, as the Imaging Data Commons lays them out."""
+    layout: dict[str, set[str]] = {}
+    for s in range(studies):
+        study = f"1.2.826.0.1.{s + 1}"
+        for k in range(series_per_study):
+            series = f"{study}.{k + 1}"
+            folder = root / "nlst" / f"p{s:04d}" / study / series
+            for n in range(files_per_series):
+                header_only(folder / f"{n:04d}.dcm", study, series, n)
+            layout.setdefault(study, set()).add(os.path.relpath(folder, root))
+    return layout
+
+
+def run(input_dir: Path, output_dir: Path, *extra: str) -> int:
+    return main(["run", "--input", str(input_dir), "--output", str(output_dir), *IMPORT, *extra])
+
+
+def rows(output_dir: Path, name: str = "cohort") -> list[dict]:
+    with open(output_dir / f"{name}.csv", newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def cohort(output_dir: Path) -> dict:
+    return json.loads((output_dir / "cohort.json").read_text(encoding="utf-8"))
+
+
+def reports(output_dir: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in output_dir.glob("[!.]*/report.json")}
+
+
+@pytest.fixture
+def cts(tmp_path, make_ct):
+    """Six small CT studies, one series each, in study/series folders."""
+
+    def make(count: int = 6, shape=(12, 32, 32)) -> Path:
+        root = tmp_path / "in"
+        for i in range(count):
+            hu = np.random.default_rng(i).integers(-1000, 1000, shape).astype(np.int16)
+            make_ct(root / f"study{i}" / "ct", hu=hu, study_uid=f"1.2.3.{i}")
+        return root
+
+    return make
+
+
+# --- catalog -------------------------------------------------------------------------------------
+
+
+def test_catalog_groups_study_folders_and_reads_two_headers_per_folder(tmp_path):
+    layout = tree(tmp_path, studies=5, series_per_study=3, files_per_series=6)
+    stats = CatalogStats()
+    units = list(iter_units(tmp_path, stats=stats))
+    assert [set(u.folders) for u in units] == [layout[s] for s in sorted(layout)]
+    assert stats.folders == 15 and stats.files == 90 and stats.done
+    assert stats.headers_read == 2 * 15, "one-series folders need the first and the last header only"
+    assert len({u.id for u in units}) == 5
+    # the same tree gives the same ids; a changed file changes only its unit's fingerprint
+    again = list(iter_units(tmp_path))
+    assert [(u.id, u.fingerprint) for u in again] == [(u.id, u.fingerprint) for u in units]
+    victim = tmp_path / sorted(units[2].folders)[0] / "0000.dcm"
+    os.utime(victim, ns=(1, 1))
+    changed = list(iter_units(tmp_path))
+    assert [u.fingerprint != v.fingerprint for u, v in zip(units, changed)] == [False, False, True, False, False]
+
+
+def test_mixed_folder_is_read_whole_and_split_by_study(tmp_path):
+    flat = tmp_path / "flat"
+    for s in range(3):
+        for n in range(4):
+            header_only(flat / f"{s}-{n}.dcm", f"1.2.9.{s}", f"1.2.9.{s}.1", n)
+    stats = CatalogStats()
+    units = list(iter_units(tmp_path, stats=stats))
+    assert stats.mixed_folders == 1 and stats.headers_read == 2 + 12
+    assert sorted(len(u.files) for u in units) == [4, 4, 4]
+    assert sorted({p.name.split("-")[0] for p in unit_paths(u, tmp_path)}.pop() for u in units) == ["0", "1", "2"]
+
+
+def test_thousands_of_files_are_catalogued_in_bounded_memory(tmp_path):
+    tree(tmp_path, studies=150, series_per_study=2, files_per_series=10)  # 3,000 files
+    stats = CatalogStats()
+    tracemalloc.start()
+    count = sum(1 for _ in iter_units(tmp_path, stats=stats))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert count == 150 and stats.files == 3000 and stats.headers_read == 600
+    # a pydicom header is ~10 KB in memory: holding every one would need ~30 MB
+    assert peak < 4 * 2**20, f"catalog peak {peak / 2**20:.1f} MiB"
+
+
+def test_manifest_names_series_folders_and_says_which_are_missing(tmp_path):
+    layout = tree(tmp_path / "in", studies=3, series_per_study=1, files_per_series=3)
+    folders = sorted(f for s in layout.values() for f in s)
+    (tmp_path / "list.txt").write_text("# cohort A\n" + "\n".join(folders[:2]) + "\nnot/there\n")
+    units = list(manifest_units(tmp_path / "list.txt", tmp_path / "in"))
+    assert [u.folders for u in units] == [(folders[0],), (folders[1],), ("not/there",)]
+    assert units[2].problem.startswith("manifest names no folder")
+    (tmp_path / "list.csv").write_text("patient,folder\nx," + folders[2] + "\n")
+    assert [u.folders for u in manifest_units(tmp_path / "list.csv", tmp_path / "in")] == [(folders[2],)]
+
+
+def test_shards_are_disjoint_and_together_the_whole(tmp_path):
+    tree(tmp_path, studies=40, series_per_study=1, files_per_series=2)
+    units = list(iter_units(tmp_path))
+    shards = [{u.id for u in units if in_shard(u, (i, 3))} for i in range(3)]
+    assert set.union(*shards) == {u.id for u in units}
+    assert sum(len(s) for s in shards) == len(units) and all(shards)
+    assert parse_shard("2/3") == (2, 3)
+    for bad in ("3/3", "1", "a/b", "-1/2"):
+        with pytest.raises(ValueError):
+            parse_shard(bad)
+
+
+# --- resume and the state database -------------------------------------------------------------
+
+
+def test_state_database_records_every_series_and_a_rerun_skips_what_is_done(cts, tmp_path):
+    source, out = cts(4), tmp_path / "out"
+    assert run(source, out) == 0
+    db = StateDB(state_file(out), readonly=True)
+    assert db.counts() == {"processed": 4} and db.unit_stats()["units"] == 4
+    first = {k: r["run"]["id"] for k, r in reports(out).items()}
+    db.close()
+    assert run(source, out) == 0  # nothing changed: nothing redone
+    assert {k: r["run"]["id"] for k, r in reports(out).items()} == first
+    assert cohort(out)["catalog"]["units_kept"] == 4 and len(rows(out)) == 4
+    # a changed input file redoes its unit only; a removed series folder is made again
+    victim = next(source.glob("study2/ct/*.dcm"))
+    os.utime(victim, ns=(10**9, 10**9))
+    gone = next(k for k, r in reports(out).items() if r["series"]["study_uid"] != "1.2.3.2")
+    import shutil
+    shutil.rmtree(out / gone)
+    assert run(source, out) == 0
+    now = {k: r["run"]["id"] for k, r in reports(out).items()}
+    assert sum(now[k] != first[k] for k in first) == 2 and now[gone] != first[gone]
+
+
+def test_failed_units_are_kept_until_retry_failed(cts, tmp_path, monkeypatch):
+    source, out = cts(3), tmp_path / "out"
+    from cac_mhub.modules.nifti_converter import NiftiConverter
+
+    convert = NiftiConverter.run
+
+    def broken(self, instance, ctx):
+        if instance.series.study_uid == "1.2.3.1":
+            raise RuntimeError("decoder crashed")
+        convert(self, instance, ctx)
+
+    monkeypatch.setattr(NiftiConverter, "run", broken)
+    assert run(source, out) == 0
+    assert sorted(r["status"] for r in rows(out)) == ["failed", "processed", "processed"]
+    monkeypatch.undo()
+    assert run(source, out) == 0  # failures are results too: kept
+    assert sorted(r["status"] for r in rows(out)) == ["failed", "processed", "processed"]
+    assert run(source, out, "--retry-failed") == 0
+    assert sorted(r["status"] for r in rows(out)) == ["processed"] * 3
+    assert cohort(out)["catalog"]["units_done_now"] == 1
+
+
+def _strip(report: dict) -> dict:
+    """A report without what differs between runs (run id, timings, times)."""
+    return {k: v for k, v in report.items() if k not in ("run", "timings_s", "outputs")}
+
+
+def _units_recorded(out: Path) -> int:
+    """Units in the state database of a run that is going on (WAL: reading never blocks it)."""
+    import sqlite3
+
+    if not state_file(out).exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{state_file(out)}?mode=ro", uri=True, timeout=1) as db:
+            return db.execute("SELECT COUNT(*) FROM units").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def test_kill_9_then_resume_gives_the_outputs_of_an_uninterrupted_run(cts, tmp_path):
+    source = cts(10, shape=(40, 128, 128))
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    assert run(source, whole, *NIFTI) == 0
+    args = ["run", "--input", str(source), "--output", str(resumed), *IMPORT, *NIFTI]
+    process = subprocess.Popen([sys.executable, "-c", CLI, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None:
+            if _units_recorded(resumed) >= 3:
+                break
+            time.sleep(0.005)
+        assert process.poll() is None, "the run finished before it could be killed"
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    killed = cohort(resumed)["run"]["id"]
+    assert main(args) == 0
+    state = cohort(resumed)
+    assert state["run"]["state"] == "complete" and state["counts"]["processed"] == 10
+    kept = state["catalog"]["units_kept"]
+    assert kept >= 3 and kept + state["catalog"]["units_done_now"] == 10
+    by_run = [r["run"]["id"] for r in reports(resumed).values()]
+    assert by_run.count(killed) == kept, "what the killed run recorded is not done again"
+    a, b = reports(whole), reports(resumed)
+    assert a.keys() == b.keys() and all(_strip(a[k]) == _strip(b[k]) for k in a)
+    strip_row = lambda r: {k: v for k, v in r.items() if k not in ("run_id", "seconds")}  # noqa: E731
+    assert [strip_row(r) for r in rows(whole)] == [strip_row(r) for r in rows(resumed)]
+    assert sorted(p.name for p in resumed.iterdir() if p.name.startswith(".")) == []
+
+
+# --- shards --------------------------------------------------------------------------------------
+
+
+def test_shards_share_an_output_folder_and_cohort_merges_them(cts, tmp_path, capsys):
+    source, out = cts(6), tmp_path / "out"
+    for i in range(3):
+        assert run(source, out, "--shard", f"{i}/3") == 0
+    parts = [rows(out, f"cohort.shard-{i}-of-3") for i in range(3)]
+    keys = [{r["key"] for r in part} for part in parts]
+    assert sum(len(k) for k in keys) == 6 and len(set.union(*keys)) == 6
+    assert main(["cohort", str(out)]) == 0
+    assert sorted(r["key"] for r in rows(out)) == sorted(set.union(*keys))
+    assert "rebuilt from 3 database(s): 6 processed" in capsys.readouterr().out
+    assert sorted(p.name for p in out.glob("[!.]*/report.json")) == ["report.json"] * 6
+
+
+def test_bad_cohort_options_are_one_line_errors(cts, tmp_path, capsys):
+    source = cts(1)
+    assert run(source, tmp_path / "o", "--shard", "3/2") == 2
+    assert "need 0 <= i < N" in capsys.readouterr().err
+    assert run(source, tmp_path / "o", "--manifest", str(tmp_path / "none.txt")) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert run(source, tmp_path / "o", "--resources", "GPU") == 2
+    assert "expected NAME=NUMBER" in capsys.readouterr().err
+
+
+# --- Dask ----------------------------------------------------------------------------------------
+
+
+def _workers_of(pid: int) -> list[int]:
+    """Dask worker processes (spawned by the nannies) below ``pid``."""
+    import psutil
+
+    found = []
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            if "spawn_main" in " ".join(child.cmdline()):
+                found.append(child.pid)
+        except psutil.Error:
+            pass
+    return found
+
+
+@pytest.mark.slow
+def test_dask_local_cluster_run_survives_a_killed_worker(cts, tmp_path):
+    source, out = cts(12, shape=(40, 128, 128)), tmp_path / "out"
+    args = ["run", "--input", str(source), "--output", str(out), *IMPORT, *NIFTI, "--workers", "2"]
+    env = {**os.environ, "CAC_MHUB_WORKERS": ""}
+    process = subprocess.Popen([sys.executable, "-c", CLI, *args], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    killed = None
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and process.poll() is None:
+            workers = _workers_of(process.pid)
+            if len(workers) == 2 and list(out.glob("[!.]*/.cac-mhub")):
+                killed = workers[0]
+                os.kill(killed, signal.SIGKILL)
+                break
+            time.sleep(0.01)
+        assert killed is not None, "no worker to kill before the run ended"
+        _, err = process.communicate(timeout=300)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err[-2000:]
+    state = cohort(out)
+    assert state["run"]["state"] == "complete" and state["counts"] == {
+        "scored": 0, "processed": 12, "skipped": 0, "failed": 0}
+    assert len(reports(out)) == 12 and len(list(out.glob("[!.]*/ct.nii.gz"))) == 12
+    log = (out / "cac-mhub.log").read_text()
+    assert "Dask LocalCluster: 2 worker process(es)" in log
+    db = StateDB(state_file(out), readonly=True)
+    assert db.unit_stats()["units"] == 12 and db.counts() == {"processed": 12}
+    workers = {w for (w,) in db.db.execute("SELECT DISTINCT worker FROM units")}
+    db.close()
+    assert len(workers) >= 2, "units ran in more than one worker process"
+    assert not list(out.glob(".cac-mhub-work/*")), "no unit left half-built"
