@@ -327,3 +327,14 @@ def test_dask_local_cluster_run_survives_a_killed_worker(cts, tmp_path):
     db.close()
     assert len(workers) >= 2, "units ran in more than one worker process"
     assert not list(out.glob(".cac-mhub-work/*")), "no unit left half-built"
+
+
+def test_slurm_example_makes_a_gpu_job_script():
+    """The documented dask-jobqueue example builds its Slurm job (no Slurm needed to make it)."""
+    example = Path(__file__).resolve().parents[1] / "examples" / "slurm_dask.py"
+    result = subprocess.run([sys.executable, str(example), "--print-job-script", "--queue", "gpu", "--gpu",
+                             "--cores", "6"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-1000:]
+    script = result.stdout
+    assert "#SBATCH -p gpu" in script and "#SBATCH --gres=gpu:1" in script and "--cpus-per-task=6" in script
+    assert "--nthreads 1" in script and "--resources GPU=1" in script and "dask_worker tcp://" in script

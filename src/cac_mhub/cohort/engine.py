@@ -180,7 +180,6 @@ class OnDask:
     def results(self, units: Iterator[Unit]) -> Iterator[UnitResult]:
         from distributed import as_completed
 
-        ahead = max(2, 2 * self.workers)
         flying: dict[str, Unit] = {}
         done = as_completed()
         source = iter(units)
@@ -195,7 +194,7 @@ class OnDask:
             done.add(future)
             return True
 
-        while len(flying) < ahead and submit():
+        while len(flying) < self.ahead() and submit():
             pass
         for future in done:
             unit = flying.pop(future.key)
@@ -210,8 +209,15 @@ class OnDask:
             finally:
                 future.release()
             yield result
-            while len(flying) < ahead and submit():
+            while len(flying) < self.ahead() and submit():
                 pass
+
+    def ahead(self) -> int:
+        """Units in flight: two per worker now connected (a batch system adds workers as its
+        jobs start), at least four."""
+        if self.cluster is None:
+            self.workers = len(self.client.scheduler_info().get("workers", {})) or self.workers
+        return max(4, 2 * self.workers)
 
     def close(self) -> None:
         try:
