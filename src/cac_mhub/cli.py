@@ -30,7 +30,8 @@ from .paths import default_input, default_output
 
 log = logging.getLogger("cac_mhub")
 
-PLUGINS = ("cac_mhub.segmentation.command", "cac_mhub.phantom.command")
+PLUGINS = ("cac_mhub.segmentation.command", "cac_mhub.phantom.command", "cac_mhub.stats.command",
+           "cac_mhub.report.command")
 LOG_NAME = "cac-mhub.log"
 EXIT_CONFIG, EXIT_RUN, EXIT_INTERRUPTED = 2, 3, 130
 
@@ -276,6 +277,12 @@ def cmd_cohort(args: argparse.Namespace) -> int:
             db.close()
     print(f"{args.name}.csv / {args.name}.json rebuilt from {len(paths)} database(s): "
           + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    from .report.dashboard import write_dashboard
+
+    try:
+        print(f"{write_dashboard(output, args.name).name} rebuilt")
+    except Exception as error:  # noqa: BLE001 - the cohort files stand without it
+        print(f"cac-mhub: dashboard.html not written: {one_line(error)}", file=sys.stderr)
     return 0
 
 

@@ -372,6 +372,9 @@ class CohortFiles:
         stem = exporter.settings["cohort_name"] if exporter is not None else None
         self.stem = f"{stem}.{opts.shard_tag}" if stem and opts.shard_tag else stem
         self.rebuilders = [m for m in modules if hasattr(m, "rebuild_cohort")]
+        # dashboard.html at the end of a run (a shard's would show only its share: `cac-mhub cohort` merges)
+        self.dashboard = exporter if exporter is not None and exporter.settings["dashboard"] and \
+            not opts.shard_tag else None
         self.last = 0.0
         self.started = _now()
 
@@ -399,6 +402,8 @@ class CohortFiles:
         write_cohort_files([self.db], self.ctx.output_dir, self.stem, run, config, extra)
         for module in self.rebuilders:
             module.rebuild_cohort(reports([self.db]), self.ctx.output_dir)
+        if self.dashboard is not None and state != "running":
+            self.dashboard.write_dashboard(self.ctx)  # a failure only warns
 
 
 def _now() -> str:

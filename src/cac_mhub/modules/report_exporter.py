@@ -31,10 +31,10 @@ log = logging.getLogger("cac_mhub")
 
 #: Leading cohort CSV columns, in order; score columns (from the scoring module) follow.
 BASE_COLUMNS = [
-    "key", "status", "reason", "patient_id", "study_uid", "series_uid", "series_number",
+    "key", "status", "reason", "patient_id", "study_uid", "study_date", "series_uid", "series_number",
     "series_description", "modality", "manufacturer", "kvp", "kernel", "kernel_class",
     "slice_thickness_mm", "increment_mm", "pixel_spacing_mm", "slices", "contrast",
-    "resampled", "warnings", "seconds", "run_id",
+    "resampled", "excluded_candidates", "excluded_agatston", "warnings", "seconds", "run_id",
 ]
 #: Report statuses of finished series; ``pending`` marks series an unfinished run did not reach.
 STATUSES = ("scored", "processed", "skipped", "failed")
@@ -48,6 +48,7 @@ class ReportExporter(Module):
         "report_name": Option(str, "report.json", "per-series report file name"),
         "cohort_name": Option(str, "cohort", "stem of the cohort files at the top of the output"),
         "qc_image": Option(bool, True, "write qc.png: the slices with most calcium, outlined by artery"),
+        "dashboard": Option(bool, True, "write dashboard.html at the top of the output when the run ends (cohort at a glance)"),
     }
 
     def run(self, instance: Instance, ctx: Context) -> None:
@@ -176,6 +177,17 @@ class ReportExporter(Module):
             "cohort: %d scored, %d processed, %d skipped, %d failed -> %s.csv",
             counts["scored"], counts["processed"], counts["skipped"], counts["failed"], self.opts["cohort_name"],
         )
+        if self.opts["dashboard"]:
+            self.write_dashboard(ctx)
+
+    def write_dashboard(self, ctx: Context) -> None:
+        """dashboard.html from the cohort CSV just written; a failure only warns (the run's results stand)."""
+        from ..report.dashboard import write_dashboard
+
+        try:
+            write_dashboard(ctx.output_dir, self.opts["cohort_name"], self.opts["report_name"])
+        except Exception as error:  # noqa: BLE001 - a missing dashboard must never fail the run
+            log.warning("dashboard.html not written: %s", one_line(error))
 
     def write_cohort(self, done: list[tuple[Instance, dict[str, Any]]], ctx: Context, state: str) -> dict[str, int]:
         """cohort.csv (one row per series) and cohort.json (run, counts, every report); return the counts."""
@@ -223,12 +235,15 @@ class ReportExporter(Module):
         series = report.get("series", {})
         acquisition = report.get("acquisition", {})
         geometry = report.get("geometry", {})
+        guard = report.get("guard") or {}
+        excluded = guard.get("excluded") or {}
         row = {
             "key": instance.key,
             "status": report["status"],
             "reason": report["reason"],
             "patient_id": series.get("patient_id"),
             "study_uid": series.get("study_uid"),
+            "study_date": series.get("study_date"),
             "series_uid": series.get("series_uid"),
             "series_number": series.get("series_number"),
             "series_description": series.get("description"),
@@ -243,6 +258,8 @@ class ReportExporter(Module):
             "slices": acquisition.get("slices", series.get("slices")),
             "contrast": acquisition.get("contrast", series.get("contrast")),
             "resampled": geometry.get("resampled"),
+            "excluded_candidates": sum(int(e.get("candidates", 0)) for e in excluded.values()) if guard.get("applied") else None,
+            "excluded_agatston": guard.get("excluded_agatston") if guard.get("applied") else None,
             "warnings": " | ".join(report.get("warnings", [])),
             "seconds": round(sum(report.get("timings_s", {}).values()), 3),
             "run_id": report.get("run", {}).get("id"),
@@ -299,6 +316,7 @@ def _series_info(series: Any, first: Any, patient_id: str | None) -> dict[str, A
         "series_uid": series.uid,
         "series_uid_missing": not in_dicom,
         "study_uid": series.study_uid,
+        "study_date": str(first.get("StudyDate", "") or "") or None,
         "patient_id": patient_id,
         "modality": series.modality,
         "series_number": _plain(first.get("SeriesNumber")),

@@ -1,0 +1,1 @@
+"""Readable outputs for people: the cohort dashboard and the agreement page of ``compare``."""

@@ -1,0 +1,1 @@
+"""Agreement statistics over score tables (library-backed) and the tables they read: ``cac-mhub compare``."""
