@@ -249,9 +249,8 @@ def _run(modules: list[Module], ctx: Context, options: CohortOptions, progress: 
         log.debug("traceback", exc_info=True)
         return EXIT_RUN
     counts = outcome.counts
-    log.info("done in %.1f s (%d series worked on, %d kept from earlier runs): %d series, %d failed",
-             time.perf_counter() - start, outcome.tally.series, sum(counts.values()) - outcome.tally.series,
-             sum(counts.values()), counts.get("failed", 0))
+    log.info("done in %.1f s (%d series kept from earlier runs): %d series, %d failed",
+             time.perf_counter() - start, outcome.kept_series, sum(counts.values()), counts.get("failed", 0))
     return 0
 
 

@@ -256,6 +256,8 @@ class CohortRun:
     tally: Tally
     stopped: str = ""
     counts: dict[str, int] = field(default_factory=dict)
+    kept_series: int = 0
+    """Series recorded by earlier runs and kept (their units were already done)."""
 
 
 def run_cohort(modules: list[Module], ctx: Context, opts: CohortOptions, progress: bool = False) -> CohortRun:
@@ -331,6 +333,7 @@ def run_cohort(modules: list[Module], ctx: Context, opts: CohortOptions, progres
         cohort.write(state, stopped=stopped, removed=removed, catalog_stats=stats, tally=tally)
         db.end_run(ctx.run_id, state, stopped)
         counts = db.counts()
+        kept_series = db.kept_series(ctx.run_id)
         db.close()
     if not counts and state == "complete":
         log.warning("no DICOM series found in the input folder")
@@ -339,7 +342,7 @@ def run_cohort(modules: list[Module], ctx: Context, opts: CohortOptions, progres
              stats.headers_read, stats.units, f", {stats.mixed_folders} mixed folder(s)" if stats.mixed_folders else "")
     log.info("units: %d done now, %d already done before (kept), %d series this run (%.0f series/h)",
              tally.units, tally.kept, tally.series, tally.rate())
-    return CohortRun(state, tally, stopped, counts)
+    return CohortRun(state, tally, stopped, counts, kept_series)
 
 
 CATALOG = "catalog"

@@ -182,6 +182,10 @@ class StateDB:
     def keys(self) -> set[str]:
         return {k for (k,) in self.db.execute("SELECT key FROM series")}
 
+    def kept_series(self, run_id: str) -> int:
+        """Series recorded by earlier runs (kept, not redone, by ``run_id``)."""
+        return self.db.execute("SELECT COUNT(*) FROM series WHERE run_id != ?", (run_id,)).fetchone()[0]
+
     def counts(self) -> dict[str, int]:
         return dict(self.db.execute("SELECT status, COUNT(*) FROM series GROUP BY status").fetchall())
 

@@ -96,7 +96,12 @@ def process_unit(unit: Unit, job: Job, modules: list[Module] | None = None, capt
         if unit.problem:
             log.error("%s: %s", unit.label, unit.problem)
             return UnitResult(unit, "failed", unit.problem)
-        result = _run(unit, job, modules if modules is not None else chain_for(job))
+        if modules is None:
+            setup_lines = len(handler.lines) if handler is not None else 0
+            modules = chain_for(job)
+            if handler is not None:  # a worker's set-up: its warnings only (the client logged the rest)
+                handler.lines[setup_lines:] = [(lv, m) for lv, m in handler.lines[setup_lines:] if lv >= logging.WARNING]
+        result = _run(unit, job, modules)
     except RunError:
         raise
     except Exception as error:  # noqa: BLE001 - a unit that cannot run is one failed record
