@@ -338,3 +338,25 @@ def test_slurm_example_makes_a_gpu_job_script():
     script = result.stdout
     assert "#SBATCH -p gpu" in script and "#SBATCH --gres=gpu:1" in script and "--cpus-per-task=6" in script
     assert "--nthreads 1" in script and "--resources GPU=1" in script and "dask_worker tcp://" in script
+
+
+def test_sigterm_stops_the_run_cleanly_and_the_next_run_goes_on(cts, tmp_path):
+    source, out = cts(10, shape=(40, 128, 128)), tmp_path / "out"
+    args = ["run", "--input", str(source), "--output", str(out), *IMPORT, *NIFTI]
+    process = subprocess.Popen([sys.executable, "-c", CLI, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None and _units_recorded(out) < 2:
+            time.sleep(0.005)
+        assert process.poll() is None, "the run finished before it could be stopped"
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130 and "Traceback" not in err
+    state = cohort(out)
+    assert state["run"]["state"] == "interrupted" and 2 <= len(rows(out)) < 10
+    assert not list(out.glob(".cac-mhub-work/*")), "the unit in flight left nothing behind"
+    assert main(args) == 0
+    assert cohort(out)["counts"]["processed"] == 10 and cohort(out)["catalog"]["units_kept"] == len(state["series"])

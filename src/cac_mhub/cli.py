@@ -14,11 +14,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .chain import ChainError, Context, Module, one_line, setup_modules
@@ -216,13 +218,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     held.hand_over(handlers)
     ctx.run_id, ctx.output = folder.run_id, folder
+    previous = _stop_on_sigterm()
     try:
         return _run(modules, ctx, options, progress=not args.quiet and sys.stderr.isatty())
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         for handler in handlers:
             logging.getLogger("cac_mhub").removeHandler(handler)
             handler.close()
         folder.close()
+
+
+def _stop_on_sigterm() -> Any:
+    """``docker stop`` / a batch system's SIGTERM stops the run like Ctrl-C: workers shut down,
+    the cohort files say ``interrupted``, finished series stay recorded. Returns the old handler."""
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (a test harness): leave signals alone
+        return None
 
 
 def _run(modules: list[Module], ctx: Context, options: CohortOptions, progress: bool) -> int:
