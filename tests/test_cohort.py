@@ -360,3 +360,23 @@ def test_sigterm_stops_the_run_cleanly_and_the_next_run_goes_on(cts, tmp_path):
     assert not list(out.glob(".cac-mhub-work/*")), "the unit in flight left nothing behind"
     assert main(args) == 0
     assert cohort(out)["counts"]["processed"] == 10 and cohort(out)["catalog"]["units_kept"] == len(state["series"])
+
+
+def test_a_folder_that_cannot_be_read_never_costs_the_series_recorded_from_it(cts, tmp_path, monkeypatch):
+    source, out = cts(3), tmp_path / "out"
+    assert run(source, out) == 0
+    before = set(reports(out))
+    scandir = os.scandir
+
+    def refusing(path="."):
+        if isinstance(path, (str, os.PathLike)) and Path(path) == source / "study1":
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    import cac_mhub.cohort.catalog as catalog_module
+
+    monkeypatch.setattr(catalog_module.os, "scandir", refusing)
+    assert run(source, out, "--set", "general.name=again") == 0
+    assert set(reports(out)) == before and len(rows(out)) == 3, "the unreadable study's series stay"
+    assert {i["reason"] for i in cohort(out)["ignored_files"]} == {"unreadable folder (PermissionError)"}
+    assert "series of units not seen this time are kept" in (out / "cac-mhub.log").read_text()

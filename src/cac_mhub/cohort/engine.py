@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from ..chain import Context, Module, RunError, models_hash
+from ..chain import Context, Module, RunError, models_hash, one_line
 from .catalog import CatalogStats, Unit, in_shard, iter_units, manifest_units, whole_input_unit
 from .files import reports, write_cohort_files
 from .state import StateDB, state_file
@@ -315,6 +315,9 @@ def run_cohort(modules: list[Module], ctx: Context, opts: CohortOptions, progres
     except KeyboardInterrupt:
         state, stopped = "interrupted", "interrupted (Ctrl-C or SIGTERM)"
         raise
+    except BaseException as error:  # anything else stops the run too: nothing is removed
+        state, stopped = "aborted", one_line(error)
+        raise
     finally:
         bar.close()
         if executor is not None:
@@ -325,7 +328,10 @@ def run_cohort(modules: list[Module], ctx: Context, opts: CohortOptions, progres
         removed: list[str] = []
         if stats.done:
             db.replace_ignored(CATALOG, [(_relative(p, ctx.input_dir), why) for p, why in stats.problems])
-        if state == "complete" and opts.shard is None and opts.manifest is None:
+        unreadable = any(why.startswith("unreadable folder") for _, why in stats.problems)
+        if unreadable and state == "complete":
+            log.warning("some folders could not be read: series of units not seen this time are kept")
+        if state == "complete" and opts.shard is None and opts.manifest is None and not unreadable:
             forgotten = db.forget_units_except(seen | {CATALOG})
             removed = ctx.output.remove_stale(db.keys())
             if forgotten:
