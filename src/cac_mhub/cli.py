@@ -28,7 +28,7 @@ from .paths import default_input, default_output
 
 log = logging.getLogger("cac_mhub")
 
-PLUGINS = ("cac_mhub.segmentation.command", "cac_mhub.phantom.command")
+PLUGINS = ("cac_mhub.segmentation.command", "cac_mhub.phantom.command", "cac_mhub.pacs.command")
 LOG_NAME = "cac-mhub.log"
 EXIT_CONFIG, EXIT_RUN, EXIT_INTERRUPTED = 2, 3, 130
 
