@@ -218,7 +218,7 @@ def _trip(args: argparse.Namespace, output: Path, config: dict[str, Any], pacs_s
 
     rules = rules_from_config(config)
     pacs = connect(pacs_settings, args.via)
-    log.info("PACS %s via %s; output %s", pacs.where, pacs.name, output)
+    log.info("PACS %s via %s; output %s", pacs.where, pacs.name, output, extra={"console": False})
     return RoundTrip(pacs, pacs_settings, output, rules, run_arguments(args), cache_dir=args.cache, push=push)
 
 

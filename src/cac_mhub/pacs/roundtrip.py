@@ -135,6 +135,8 @@ class RoundTrip:
             self.ledger.set_study(study_uid, key, "nothing")
             outcome.state = "nothing"
             return False
+        if self.cache_dir is not None:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
         cache = Path(tempfile.mkdtemp(prefix="cac-mhub-pacs-", dir=self.cache_dir))
         try:
             files = 0
