@@ -48,6 +48,7 @@ class Ledger:
     def __init__(self, folder: Path, endpoint: str) -> None:
         self.path = Path(folder) / LEDGER_NAME
         self.endpoint = endpoint
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._db() as db:
             db.executescript(_SCHEMA)
 
