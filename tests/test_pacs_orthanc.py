@@ -187,7 +187,7 @@ def test_pacs_stopped_mid_run_then_a_rerun_completes_without_pushing_twice(
         server.stop()
 
 
-def test_watch_picks_up_a_study_uploaded_after_it_started(make_study, pacs_env, tmp_path):
+def test_watch_survives_a_pacs_restart_and_picks_up_a_study_uploaded_after_it_started(make_study, pacs_env, tmp_path):
     require_orthanc()
     server = Orthanc(tmp_path / "orthanc").start()
     process = None
@@ -210,6 +210,14 @@ def test_watch_picks_up_a_study_uploaded_after_it_started(make_study, pacs_env, 
             assert process.poll() is None, process.communicate(timeout=5)
             time.sleep(0.2)
         assert Ledger(out, endpoint).study(old)["state"] == "ignored"
+        server.stop()  # a PACS restart: the watch warns, backs off and carries on
+        log = out / "cac-mhub-pacs.log"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "next poll in" not in log.read_text():
+            assert process.poll() is None, process.communicate(timeout=5)
+            time.sleep(0.2)
+        assert "PACS not reachable at" in log.read_text()
+        server.start()
         server.upload(new_files)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and (Ledger(out, endpoint).study(new) or {}).get("state") != "done":

@@ -16,17 +16,16 @@ import os
 import signal
 import sys
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
-
-from contextlib import contextmanager
 
 from ..chain import ChainError
 from ..paths import default_output
 from .base import Pacs, StudyQuery, short_id
-from .config import PacsSettings, check_section, settings
-from .errors import PacsAuthError, PacsError, PacsUnavailable
-from .ledger import LEDGER_NAME, Ledger, iter_rows
+from .config import PacsSettings, settings
+from .errors import PacsAuthError, PacsError
+from .ledger import LEDGER_NAME, iter_rows
 from .roundtrip import RoundTrip, pending_items, watch
 
 log = logging.getLogger("cac_mhub.pacs")
@@ -357,6 +356,3 @@ def _install_signals() -> dict[int, Any]:
 def _restore_signals(previous: dict[int, Any]) -> None:
     for number, handler in previous.items():
         signal.signal(number, handler)
-
-
-

@@ -302,7 +302,7 @@ def watch(trip: RoundTrip, query: StudyQuery, stop: threading.Event, interval_s:
             todo = []
             for uid in uids:
                 row = trip.ledger.study(uid)
-                if row is None or row["state"] not in TERMINAL and row["attempts"] < settings.max_attempts:
+                if row is None or (row["state"] not in TERMINAL and row["attempts"] < settings.max_attempts):
                     todo.append(uid)
             if todo:
                 log.info("watch: %d new or unfinished studies", len(todo))
