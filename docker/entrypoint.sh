@@ -6,6 +6,8 @@
 #   --workflow rescore ...      -> cac-mhub run --workflow rescore ...   (options go to `run`)
 #   run [options]               -> cac-mhub run [options], --workflow default unless given
 #   models | phantom | ...      -> cac-mhub models | phantom | ...       (other subcommands)
+#   watch | pacs ...            -> cac-mhub watch | pacs ... (PACS round trip; no input folder;
+#                                  named here because `watch` is also a Linux command)
 #   bash | python | any command -> that command (debugging)
 #
 # The same script runs outside Docker: CAC_MHUB_INPUT_DIR / CAC_MHUB_OUTPUT_DIR replace the
@@ -30,6 +32,8 @@ elif [ "${1#-}" != "$1" ]; then
     set -- run "$@"
 elif [ "$1" = "cac-mhub" ]; then
     shift
+    exec "$cli" "$@"
+elif [ "$1" = "watch" ] || [ "$1" = "pacs" ]; then
     exec "$cli" "$@"
 elif command -v "$1" >/dev/null 2>&1; then
     exec "$@"

@@ -144,6 +144,13 @@ def test_other_subcommands_and_commands_pass_through(recorder: Path, tmp_path: P
     assert argv(run_entrypoint("--help", cli=recorder, input_dir=nowhere)) == ["run", "--help"]
 
 
+def test_pacs_commands_reach_the_cli_even_where_watch_is_a_system_command(recorder: Path, tmp_path: Path) -> None:
+    nowhere = tmp_path / "absent"
+    args = ["watch", "--pacs-config", "/app/pacs.yml", "--skip-existing"]
+    assert argv(run_entrypoint(*args, cli=recorder, input_dir=nowhere)) == args
+    assert argv(run_entrypoint("pacs", "status", cli=recorder, input_dir=nowhere)) == ["pacs", "status"]
+
+
 def test_exit_status_of_the_cli_is_passed_on(tmp_path: Path, data: tuple[Path, Path]) -> None:
     failing = tmp_path / "failing-cli"
     failing.write_text("#!/bin/sh\nexit 3\n", encoding="utf-8")

@@ -33,7 +33,7 @@ from .paths import default_input, default_output
 log = logging.getLogger("cac_mhub")
 
 PLUGINS = ("cac_mhub.segmentation.command", "cac_mhub.phantom.command", "cac_mhub.stats.command",
-           "cac_mhub.report.command")
+           "cac_mhub.report.command", "cac_mhub.pacs.command")
 LOG_NAME = "cac-mhub.log"
 EXIT_CONFIG, EXIT_RUN, EXIT_INTERRUPTED = 2, 3, 130
 
@@ -237,6 +237,8 @@ def _stop_on_sigterm() -> Any:
         raise KeyboardInterrupt
 
     try:
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return None  # someone else handles it (`cac-mhub watch` finishes its study first)
         return signal.signal(signal.SIGTERM, interrupt)
     except ValueError:  # not the main thread (a test harness): leave signals alone
         return None

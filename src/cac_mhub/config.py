@@ -1,5 +1,8 @@
 """MHub-style YAML configuration: ``general`` / ``execute`` / ``modules``, validated before any work.
 
+An optional ``pacs:`` section names PACS endpoints for ``cac-mhub pacs`` / ``watch``
+(:mod:`cac_mhub.pacs.config`); it does not change what a run computes, so it is not hashed.
+
 Precedence (lowest first): a module's declared defaults, its ``modules:`` section, the options
 written in its ``execute`` entry, then ``--set`` overrides from the command line. An ``execute``
 entry is a module name or ``{module: Name, option: value, ...}``; a module may appear twice
@@ -101,7 +104,7 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
     The result has ``general`` (dict), ``execute`` (list of ``{"module", "options"}``) and
     ``modules`` (the raw per-module sections).
     """
-    unknown = set(raw) - {"general", "execute", "modules"}
+    unknown = set(raw) - {"general", "execute", "modules", "pacs"}
     if unknown:
         raise ChainError(f"unknown config section(s): {', '.join(sorted(map(str, unknown)))}")
     general = raw.get("general") or {}
@@ -142,7 +145,12 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
         options.update(sections.get(name) or {})
         options.update(inline)
         resolved.append({"module": name, "options": _check_options(name, cls.options, options)})
-    return {"general": general, "execute": resolved, "modules": sections}
+    result = {"general": general, "execute": resolved, "modules": sections}
+    if raw.get("pacs") is not None:
+        from .pacs.config import check_section  # PACS endpoints (docs/pacs.md); not part of the hash
+
+        result["pacs"] = check_section(raw["pacs"])
+    return result
 
 
 def _check_options(module: str, declared: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
