@@ -78,11 +78,16 @@ def runs(args: argparse.Namespace) -> None:
     print(f"\n== {args.series} series, default workflow, {os.cpu_count()} cores ==")
     sequential = score(cohort, ["--workers", "1"], "sequential (--workers 1)", args.series)
     workers = score(cohort, ["--workers", str(args.workers)], f"--workers {args.workers} (LocalCluster)", args.series)
+    import dask
     from distributed import LocalCluster
 
+    from cac_mhub.cohort.engine import WORKER_ENVIRON
+
     scratch = tempfile.mkdtemp(prefix="bench-dask-")
-    with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                      local_directory=scratch) as cluster:
+    # the workers' environment docs/cohorts.md asks for (Dask's MALLOC_TRIM_THRESHOLD_ left out)
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": WORKER_ENVIRON}), \
+            LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                         local_directory=scratch) as cluster:
         external = score(cohort, ["--scheduler", cluster.scheduler_address],
                          f"--scheduler (LocalCluster, {args.workers} workers)", args.series)
     shutil.rmtree(scratch, ignore_errors=True)

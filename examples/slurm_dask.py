@@ -16,6 +16,9 @@ import argparse
 import sys
 
 
+NO_MALLOC_TRIM = "{'MALLOC_TRIM_THRESHOLD_': None}"
+
+
 def make_cluster(args: argparse.Namespace):
     from dask_jobqueue import SLURMCluster
 
@@ -29,6 +32,8 @@ def make_cluster(args: argparse.Namespace):
         memory=args.memory,
         walltime=args.walltime,
         job_extra_directives=extra,
+        # Dask's default MALLOC_TRIM_THRESHOLD_ makes every large array fresh pages: 30 % slower
+        job_script_prologue=[f"export DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON=\"{NO_MALLOC_TRIM}\""],
         worker_extra_args=["--resources", "GPU=1"] if args.gpu else [],
         python=args.python or sys.executable,
         job_name="cac-mhub",

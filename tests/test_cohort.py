@@ -338,6 +338,22 @@ def test_slurm_example_makes_a_gpu_job_script():
     script = result.stdout
     assert "#SBATCH -p gpu" in script and "#SBATCH --gres=gpu:1" in script and "--cpus-per-task=6" in script
     assert "--nthreads 1" in script and "--resources GPU=1" in script and "dask_worker tcp://" in script
+    assert "PRE_SPAWN_ENVIRON=\"{'MALLOC_TRIM_THRESHOLD_': None}\"" in script
+
+
+def test_local_workers_keep_glibc_malloc_adaptive(tmp_path):
+    """Dask's MALLOC_TRIM_THRESHOLD_ costs a worker 30 % per series (bench_cohort.py): the
+    engine's LocalCluster leaves it out and keeps one BLAS/OpenMP thread per worker."""
+    from cac_mhub.cohort.engine import CohortOptions, OnDask
+    from cac_mhub.cohort.worker import Job
+
+    job = Job(config={}, config_hash="x", input_dir=str(tmp_path), output_dir=str(tmp_path), run_id="r")
+    executor = OnDask(job, CohortOptions(workers=1))
+    try:
+        environ = executor.client.run(lambda: (os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("OMP_NUM_THREADS")))
+    finally:
+        executor.close()
+    assert list(environ.values()) == [(None, "1")]
 
 
 def test_sigterm_stops_the_run_cleanly_and_the_next_run_goes_on(cts, tmp_path):

@@ -34,6 +34,11 @@ log = logging.getLogger("cac_mhub")
 MIN_UNITS_FOR_WORKERS = 4
 #: Cohort files are rewritten at most this often while a run goes (and always at its end).
 COHORT_EVERY_S = 30.0
+#: Environment of LocalCluster workers: one BLAS/OpenMP thread each (the workers are the
+#: parallelism), but without Dask's MALLOC_TRIM_THRESHOLD_: setting it switches off glibc's
+#: adaptive mmap threshold, and every large array then costs fresh pages (HeartLocator and the
+#: model ran 30 % slower per series in a worker; bench_cohort.py).
+WORKER_ENVIRON = {"OMP_NUM_THREADS": 1, "MKL_NUM_THREADS": 1, "OPENBLAS_NUM_THREADS": 1}
 #: Memory a worker is given by default (the default model's peak is about 2 GiB; docs/cohorts.md).
 WORKER_MEMORY_GIB = 4.0
 
@@ -157,7 +162,8 @@ class OnDask:
     """Units as tasks on a Dask cluster (a LocalCluster of processes, or a scheduler's)."""
 
     def __init__(self, job: Job, opts: CohortOptions) -> None:
-        from distributed import Client, LocalCluster
+        import dask
+        from distributed import Client
 
         self.job, self.opts = job, opts
         self.cluster = None
@@ -168,14 +174,20 @@ class OnDask:
             log.info("Dask scheduler %s: %d worker(s)", opts.scheduler, self.workers)
         else:
             self.scratch = tempfile.mkdtemp(prefix="cac-mhub-dask-")
-            self.cluster = LocalCluster(
-                n_workers=opts.workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                memory_limit=_memory_limit(opts.memory_per_worker), resources=opts.resources or None,
-                silence_logs=logging.ERROR, local_directory=self.scratch)
+            with dask.config.set({"distributed.nanny.pre-spawn-environ": WORKER_ENVIRON}):
+                self.cluster = self._local(opts)
             self.client = Client(self.cluster)
             self.workers = opts.workers
             log.info("Dask LocalCluster: %d worker process(es), %s memory each", opts.workers,
                      opts.memory_per_worker if opts.memory_per_worker != "auto" else "an equal share of")
+
+    def _local(self, opts: CohortOptions) -> Any:
+        from distributed import LocalCluster
+
+        return LocalCluster(
+            n_workers=opts.workers, threads_per_worker=1, processes=True, dashboard_address=None,
+            memory_limit=_memory_limit(opts.memory_per_worker), resources=opts.resources or None,
+            silence_logs=logging.ERROR, local_directory=self.scratch)
 
     def results(self, units: Iterator[Unit]) -> Iterator[UnitResult]:
         from distributed import as_completed
