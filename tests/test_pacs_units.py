@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 
 import pydicom
@@ -175,10 +176,11 @@ def test_commands_are_registered_and_unreachable_pacs_is_one_line(tmp_path, caps
         settings(check_section({"dicomweb": WEB})).endpoint_name("dimse")
 
 
-def test_compose_pacs_profile_runs_orthanc_and_the_watch():
-    services = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
+def test_compose_pacs_file_runs_orthanc_and_the_watch():
+    services = yaml.safe_load((REPO / "docker-compose.pacs.yml").read_text())["services"]
     watch, orthanc = services["cac-mhub-watch"], services["orthanc"]
-    assert watch["profiles"] == ["pacs"] and orthanc["profiles"] == ["pacs"]
+    # the batch compose file must run without the PACS password: compose checks every service
+    assert "CAC_PACS_PASSWORD" not in (REPO / "docker-compose.yml").read_text().split("services:")[1]
     assert watch["command"][0] == "watch" and "--pacs-config" in watch["command"]
     assert watch.get("network_mode") != "none" and "orthanc" in watch["depends_on"]
     assert watch["restart"] == "unless-stopped"
@@ -187,3 +189,23 @@ def test_compose_pacs_profile_runs_orthanc_and_the_watch():
     endpoints = check_section(yaml.safe_load((REPO / "docker" / "pacs.yml").read_text())["pacs"])
     assert endpoints["dicomweb"]["url"] == "http://orthanc:8042/dicom-web"
     assert endpoints["dicomweb"]["password_env"] == "CAC_PACS_PASSWORD"
+
+
+def test_compose_files_interpolate_as_documented():
+    """The batch file needs no PACS password; the PACS file refuses to start without one."""
+    import shutil
+    import subprocess
+
+    tool = shutil.which("docker-compose")
+    if tool is None:
+        pytest.skip("docker-compose not installed (the docker smoke check installs it)")
+    env = {k: v for k, v in os.environ.items() if k != "CAC_PACS_PASSWORD"}
+
+    def config(name: str, **extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([tool, "-f", str(REPO / name), "config"], capture_output=True, text=True,
+                              env={**env, **extra}, timeout=60)
+
+    assert config("docker-compose.yml").returncode == 0
+    refused = config("docker-compose.pacs.yml")
+    assert refused.returncode != 0 and "set CAC_PACS_PASSWORD" in refused.stderr
+    assert config("docker-compose.pacs.yml", CAC_PACS_PASSWORD="x").returncode == 0
