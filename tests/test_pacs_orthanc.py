@@ -26,7 +26,7 @@ from cac_mhub.pacs import roundtrip
 from cac_mhub.pacs.base import short_id
 from cac_mhub.pacs.ledger import LEDGER_NAME, Ledger
 
-from .orthanc import Orthanc, all_values, require_orthanc
+from .orthanc import Orthanc, all_values, require_orthanc, self_signed
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -233,4 +233,27 @@ def test_watch_survives_a_pacs_restart_and_picks_up_a_study_uploaded_after_it_st
         if process is not None and process.poll() is None:
             process.kill()
             process.wait(timeout=10)
+        server.stop()
+
+
+def test_dicomweb_over_tls_is_verified_by_default_and_trusts_a_ca_bundle(make_study, pacs_env, tmp_path, capsys):
+    """A PACS with a certificate nobody vouches for is refused in one line; naming its CA works."""
+    require_orthanc()
+    cert, key = self_signed(tmp_path / "tls")
+    server = Orthanc(tmp_path / "orthanc", tls=(cert, key)).start()
+    try:
+        study, _, files = make_study("tls", with_extra=False)
+        server.upload(files)
+        config = pacs_env(server, tmp_path)
+        assert yaml.safe_load(config.read_text())["pacs"]["dicomweb"]["url"].startswith("https://")
+        capsys.readouterr()
+        refused = run_cli("pacs", "pull", "--pacs-config", config, "--output", tmp_path / "out1", "--study-uid", study)
+        err = capsys.readouterr().err
+        assert refused != 0 and "TLS verification failed at https://127.0.0.1" in err and "Traceback" not in err
+        settings = yaml.safe_load(config.read_text())
+        settings["pacs"]["dicomweb"]["ca_bundle"] = str(cert)
+        config.write_text(yaml.safe_dump(settings), encoding="utf-8")
+        assert run_cli("pacs", "pull", "--pacs-config", config, "--output", tmp_path / "out2", "--study-uid", study,
+                       "--cache", tmp_path / "cache") == 0, capsys.readouterr().err
+    finally:
         server.stop()
