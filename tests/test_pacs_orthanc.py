@@ -101,6 +101,13 @@ def test_dicomweb_pull_score_push(orthanc, make_study, pacs_env, tmp_path, capsy
     # only the qualifying series was retrieved: the 4-slice one never reached the run
     assert [p.name for p in (out / key).iterdir() if p.is_dir() and not p.name.startswith(".")] == [series]
     assert cache.is_dir() and not list(cache.iterdir())  # the retrieved series are gone
+    # one overview over the studies' own outputs: a row per series, its picture found from the top
+    import csv
+
+    with open(out / "cohort.csv", newline="", encoding="utf-8") as handle:
+        [row] = list(csv.DictReader(handle))
+    assert row["key"] == f"{key}/{series}" and row["status"] == "scored"
+    assert (out / row["key"] / "qc.png").is_file() and (out / "dashboard.html").is_file()
     # a second run finds the study done: nothing pulled, nothing pushed twice
     assert run_cli("pacs", "run", "--pacs-config", config, "--output", out, "--study-uid", study) == 0
     assert_round_trip(orthanc, study, series)

@@ -274,33 +274,22 @@ def _run(modules: list[Module], ctx: Context, options: CohortOptions, progress: 
 
 
 def cmd_cohort(args: argparse.Namespace) -> int:
-    """Rebuild cohort files from the state database(s) of an output folder (all shards merged)."""
-    from .cohort.files import write_cohort_files
-    from .cohort.state import STATE_NAME, StateDB
+    """Rebuild cohort files and the dashboard from the state database(s) of an output folder:
+    shards merged, and per-study outputs of ``cac-mhub pacs`` one level down."""
+    from .cohort.files import rebuild
+    from .cohort.state import STATE_NAME
 
     output = args.output.resolve()
-    paths = sorted(output.glob(f"{STATE_NAME}*.sqlite"))
-    if not paths:
-        print(f"cac-mhub: no state database ({STATE_NAME}*.sqlite) in {output}", file=sys.stderr)
+    try:
+        counts, used = rebuild(output, args.name)
+    except Exception as error:  # noqa: BLE001 - one line, never a traceback
+        print(f"cac-mhub: cohort files not rebuilt: {one_line(error)}", file=sys.stderr)
+        return EXIT_RUN
+    if not used:
+        print(f"cac-mhub: no state database ({STATE_NAME}*.sqlite) in {output} or its folders", file=sys.stderr)
         return EXIT_CONFIG
-    dbs = [StateDB(p, readonly=True) for p in paths]
-    try:
-        runs = [db.last_run() for db in dbs]
-        run = {"id": ",".join(r.get("run_id", "") for r in runs), "state": "rebuilt",
-               "states": {p.name: r.get("state") for p, r in zip(paths, runs)}}
-        config = {"hashes": sorted({r.get("config_hash", "") for r in runs})}
-        counts = write_cohort_files(dbs, output, args.name, run, config, {"state_databases": [p.name for p in paths]})
-    finally:
-        for db in dbs:
-            db.close()
-    print(f"{args.name}.csv / {args.name}.json rebuilt from {len(paths)} database(s): "
+    print(f"{args.name}.csv / {args.name}.json / dashboard.html rebuilt from {len(used)} database(s): "
           + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
-    from .report.dashboard import write_dashboard
-
-    try:
-        print(f"{write_dashboard(output, args.name).name} rebuilt")
-    except Exception as error:  # noqa: BLE001 - the cohort files stand without it
-        print(f"cac-mhub: dashboard.html not written: {one_line(error)}", file=sys.stderr)
     return 0
 
 

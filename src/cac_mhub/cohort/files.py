@@ -21,8 +21,14 @@ from .state import StateDB
 
 
 def write_cohort_files(dbs: list[StateDB], output_dir: Path, stem: str, run: dict[str, Any],
-                       config: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, int]:
-    """Write ``<stem>.csv`` and ``<stem>.json`` from one or several (shards') databases; return counts."""
+                       config: dict[str, Any], extra: dict[str, Any] | None = None,
+                       prefixes: list[str] | None = None) -> dict[str, int]:
+    """Write ``<stem>.csv`` and ``<stem>.json`` from one or several (shards') databases; return counts.
+
+    ``prefixes``: per database, put before each row's ``key`` (the folder of a nested output, as
+    ``cac-mhub pacs`` writes one per study), so that ``<key>/qc.png`` is found from the top.
+    """
+    prefixes = prefixes or [""] * len(dbs)
     columns: set[str] = set()
     counts = {s: 0 for s in STATUSES}
     for db in dbs:
@@ -36,8 +42,8 @@ def write_cohort_files(dbs: list[StateDB], output_dir: Path, stem: str, run: dic
             writer = csv.DictWriter(handle, fieldnames=BASE_COLUMNS + score_columns, extrasaction="ignore",
                                     lineterminator="\n")
             writer.writeheader()
-            for db in dbs:
-                writer.writerows(row for row, _ in db.series_rows())
+            for db, prefix in zip(dbs, prefixes):
+                writer.writerows({**row, "key": prefix + str(row.get("key", ""))} for row, _ in db.series_rows())
     head = {
         "software": {"name": "cac-mhub", "version": __version__},
         "run": run,
@@ -68,3 +74,38 @@ def reports(dbs: Iterable[StateDB]) -> Iterable[dict[str, Any]]:
 
 def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def state_databases(output_dir: Path) -> list[tuple[Path, str]]:
+    """The state databases of an output folder with the key prefix of each: its own (and its
+    shards'), then those of nested outputs one level down (``cac-mhub pacs``: one per study)."""
+    from .state import STATE_NAME
+
+    output_dir = Path(output_dir)
+    found = [(p, "") for p in sorted(output_dir.glob(f"{STATE_NAME}*.sqlite"))]
+    found += [(p, f"{p.parent.name}/") for p in sorted(output_dir.glob(f"*/{STATE_NAME}*.sqlite"))]
+    return found
+
+
+def rebuild(output_dir: Path, stem: str = "cohort") -> tuple[dict[str, int], list[Path]]:
+    """Cohort files and dashboard.html of ``output_dir`` from every state database in it; returns
+    the counts and the databases used (none: nothing written)."""
+    found = state_databases(output_dir)
+    if not found:
+        return {}, []
+    dbs = [StateDB(p, readonly=True) for p, _ in found]
+    try:
+        runs = [db.last_run() for db in dbs]
+        names = [str(p.relative_to(output_dir)) for p, _ in found]
+        run = {"id": ",".join(sorted({r.get("run_id", "") for r in runs})[:20]), "state": "rebuilt",
+               "states": {n: r.get("state") for n, r in zip(names, runs)}}
+        config = {"hashes": sorted({r.get("config_hash", "") for r in runs})}
+        counts = write_cohort_files(dbs, output_dir, stem, run, config, {"state_databases": names},
+                                    prefixes=[prefix for _, prefix in found])
+    finally:
+        for db in dbs:
+            db.close()
+    from ..report.dashboard import write_dashboard
+
+    write_dashboard(output_dir, stem)
+    return counts, [p for p, _ in found]

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..chain import ChainError
+from ..chain import ChainError, one_line
 from ..dicom.scan import SelectionRules
 from .base import Pacs, StudyQuery, short_id
 from .config import PacsSettings
@@ -212,7 +212,19 @@ class RoundTrip:
             outcomes.append(outcome)
             if outcome.unavailable and stop_when_unavailable:
                 break
+        if outcomes:
+            self.overview()
         return outcomes
+
+    def overview(self) -> None:
+        """One cohort.csv and dashboard.html over every study scored into this output folder
+        (each study has its own folder and state database); a failure only warns."""
+        from ..cohort.files import rebuild
+
+        try:
+            rebuild(self.output)
+        except Exception as error:  # noqa: BLE001 - the studies' own results stand
+            log.warning("overview (cohort.csv, dashboard.html) not rebuilt: %s", one_line(error))
 
 
 def pending_items(folder: Path, ledger: Ledger, study_uid: str | None = None) -> list[PushItem]:
