@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -45,3 +50,24 @@ def make_ct(tmp_path: Path):
                                file_names=file_names)
 
     return make
+
+
+CLI = "import sys; from cac_mhub.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+@contextmanager
+def cli_running_until(args: list[str], ready: Callable[[], bool], timeout: float = 120,
+                      **popen) -> Iterator[subprocess.Popen]:
+    """``cac-mhub ARGS`` in a subprocess, handed over once ``ready()`` holds while it still runs
+    (to be killed or stopped in the middle); killed on the way out whatever happened."""
+    options = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, **popen}
+    process = subprocess.Popen([sys.executable, "-c", CLI, *args], **options)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and process.poll() is None and not ready():
+            time.sleep(0.005)
+        assert process.poll() is None, "the run finished before it could be interrupted"
+        yield process
+    finally:
+        process.kill()
+        process.wait()

@@ -21,10 +21,10 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from cac_mhub.cli import main
 from cac_mhub.cohort.catalog import CatalogStats, in_shard, iter_units, manifest_units, parse_shard, unit_paths
 from cac_mhub.cohort.state import StateDB, state_file
+from tests.conftest import CLI, cli_running_until
 
 IMPORT = ["--workflow", "import", "--quiet"]
 NIFTI = ["--set", "modules.NiftiConverter.write_nifti=true"]
-CLI = "import sys; from cac_mhub.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def header_only(path: Path, study: str, series: str, number: int) -> None:
@@ -223,18 +223,8 @@ def test_kill_9_then_resume_gives_the_outputs_of_an_uninterrupted_run(cts, tmp_p
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     assert run(source, whole, *NIFTI) == 0
     args = ["run", "--input", str(source), "--output", str(resumed), *IMPORT, *NIFTI]
-    process = subprocess.Popen([sys.executable, "-c", CLI, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and process.poll() is None:
-            if _units_recorded(resumed) >= 3:
-                break
-            time.sleep(0.005)
-        assert process.poll() is None, "the run finished before it could be killed"
+    with cli_running_until(args, lambda: _units_recorded(resumed) >= 3) as process:
         os.kill(process.pid, signal.SIGKILL)
-    finally:
-        process.kill()
-        process.wait()
     killed = cohort(resumed)["run"]["id"]
     assert main(args) == 0
     state = cohort(resumed)
@@ -359,17 +349,9 @@ def test_local_workers_keep_glibc_malloc_adaptive(tmp_path):
 def test_sigterm_stops_the_run_cleanly_and_the_next_run_goes_on(cts, tmp_path):
     source, out = cts(10, shape=(40, 128, 128)), tmp_path / "out"
     args = ["run", "--input", str(source), "--output", str(out), *IMPORT, *NIFTI]
-    process = subprocess.Popen([sys.executable, "-c", CLI, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and process.poll() is None and _units_recorded(out) < 2:
-            time.sleep(0.005)
-        assert process.poll() is None, "the run finished before it could be stopped"
+    with cli_running_until(args, lambda: _units_recorded(out) >= 2, stderr=subprocess.PIPE, text=True) as process:
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=60)
-    finally:
-        process.kill()
     assert process.returncode == 130 and "Traceback" not in err
     state = cohort(out)
     assert state["run"]["state"] == "interrupted" and 2 <= len(rows(out)) < 10

@@ -10,9 +10,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +17,7 @@ import pytest
 
 from cac_mhub.cli import main
 from cac_mhub.modules.report_exporter import ReportExporter
-from tests.conftest import ball_volume
+from tests.conftest import ball_volume, cli_running_until
 
 IMPORT = ["--workflow", "import", "--quiet"]
 NIFTI = ["--set", "modules.NiftiConverter.write_nifti=true"]
@@ -333,9 +330,6 @@ def test_cohort_files_say_running_while_the_run_goes(three, tmp_path, monkeypatc
 # --------------------------------------------------------------- kill -9 and a re-run
 
 
-CLI = "import sys; from cac_mhub.cli import main; sys.exit(main(sys.argv[1:]))"
-
-
 def _marker_ids(out: Path) -> set[str]:
     ids = set()
     for path in out.glob("[!.]*/.cac-mhub"):
@@ -356,19 +350,9 @@ def test_kill_9_mid_run_then_rerun_resumes_and_every_series_is_done_once(tmp_pat
     first = cohort(out)["run"]["id"]
 
     args = ["run", "--input", str(source), "--output", str(out), *IMPORT, "--set", "general.name=second"]
-    process = subprocess.Popen([sys.executable, "-c", CLI, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline and process.poll() is None:
-            ids = _marker_ids(out)
-            if len(ids) == 2:  # some series done by the second run, others still the first's
-                break
-            time.sleep(0.005)
-        assert process.poll() is None, "the run finished before it could be killed"
+    # killed once some series are the second run's while others are still the first's
+    with cli_running_until(args, lambda: len(_marker_ids(out)) == 2) as process:
         os.kill(process.pid, signal.SIGKILL)
-    finally:
-        process.kill()
-        process.wait()
 
     # the interrupted run shows as such, and every row and report says which run wrote it
     state = cohort(out)

@@ -310,13 +310,13 @@ def _timed(instance: Instance, module: Module, fn: Any, *args: Any) -> None:
         instance.timings[key] = round(time.perf_counter() - start, 4)
 
 
-def run_chain(
-    modules: list[Module], ctx: Context, progress: bool = False, remove_stale: bool = True
-) -> list[Instance]:
+def run_chain(modules: list[Module], ctx: Context, progress: bool = False) -> list[Instance]:
     """Run set-up modules (:func:`setup_modules`) over the input; return every instance.
 
-    On :class:`RunError` the modules still ``finish`` (``ctx.shared["stopped"]`` says why, so
-    that the cohort files show an unfinished run), then the error goes on to the caller.
+    Each finished instance's outputs are moved into place (``ctx.output``). On
+    :class:`RunError` the modules still ``finish`` (``ctx.shared["stopped"]`` says why), then the
+    error goes on to the caller. Stale series and the cohort files are the cohort engine's
+    (:mod:`cac_mhub.cohort.engine`): a chain works on one unit of the input at a time.
     """
     check_chain(modules)
     for module in modules:
@@ -342,8 +342,6 @@ def run_chain(
             except Exception:  # noqa: BLE001 - best effort: the disk may well be full
                 log.debug("finish after the run stopped", exc_info=True)
         raise
-    if ctx.output is not None and remove_stale:
-        ctx.shared["removed_series"] = ctx.output.remove_stale({i.key for i in instances})
     for module in modules:
         module.finish(instances, ctx)
     return instances

@@ -20,15 +20,16 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .chain import ChainError, Context, Module, one_line, setup_modules
-from .cohort.catalog import parse_shard
-from .cohort.engine import CohortOptions, default_workers, run_cohort
 from .config import config_hash, load
 from .output import PROBE_PREFIX, OutputBusy, OutputFolder
 from .paths import default_input, default_output
+
+if TYPE_CHECKING:  # the cohort engine (pydicom, sqlite) is imported by `run` only: --help stays quick
+    from .cohort.engine import CohortOptions
 
 log = logging.getLogger("cac_mhub")
 
@@ -171,6 +172,9 @@ def _positive(text: str) -> int:
 
 def cohort_options(args: argparse.Namespace) -> CohortOptions:
     """The cohort options of ``run``; ValueError with a one-line reason for bad ones."""
+    from .cohort.catalog import parse_shard
+    from .cohort.engine import CohortOptions, default_workers
+
     resources = {}
     for part in filter(None, (p.strip() for p in (args.resources or "").split(","))):
         name, _, amount = part.partition("=")
@@ -255,6 +259,8 @@ def _run(modules: list[Module], ctx: Context, options: CohortOptions, progress: 
         log.info("removed %d temporary entries left by an interrupted run", ctx.output.cleaned)
     if _inside(ctx.output_dir, ctx.input_dir):
         log.warning("the output folder is inside the input folder; it is left out of the scan")
+    from .cohort.engine import run_cohort
+
     try:
         outcome = run_cohort(modules, ctx, options, progress=progress)
     except ChainError as error:

@@ -263,7 +263,8 @@ def read_manifest(path: Path, root: Path) -> Iterator[str]:
     """Series folders named by a manifest, one per line (text), or in a CSV column ``folder``
     (or the first column); relative paths are taken from the input root. Blank lines and lines
     starting with ``#`` are skipped."""
-    text_lines = (line.rstrip("\n") for line in open(path, encoding="utf-8-sig"))
+    with open(path, encoding="utf-8-sig") as handle:
+        text_lines = [line.rstrip("\n") for line in handle]  # a manifest is small: one line a folder
     if Path(path).suffix.lower() == ".csv":
         reader = csv.reader(text_lines)
         header = next(reader, [])

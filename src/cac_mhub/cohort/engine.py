@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+from itertools import chain, islice
 import queue
 import shutil
 import tempfile
@@ -25,7 +26,7 @@ from typing import Any, Iterable, Iterator
 from ..chain import Context, Module, RunError, models_hash, one_line
 from .catalog import CatalogStats, Unit, in_shard, iter_units, manifest_units, whole_input_unit
 from .files import reports, write_cohort_files
-from .state import StateDB, state_file
+from .state import StateDB, now, state_file
 from .worker import Job, UnitResult, process_unit
 
 log = logging.getLogger("cac_mhub")
@@ -127,7 +128,12 @@ def background(items: Iterator[Unit], size: int = 256) -> Iterator[Unit]:
         except BaseException as error:  # noqa: BLE001 - raised again in the consumer
             failure.append(error)
         finally:
-            box.put(end)
+            while not stop.is_set():  # a consumer that stopped early takes nothing more
+                try:
+                    box.put(end, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
 
     thread = threading.Thread(target=produce, name="cac-mhub-catalog", daemon=True)
     thread.start()
@@ -245,21 +251,6 @@ def _memory_limit(text: str) -> Any:
     return "auto" if text in ("", "auto") else text
 
 
-def _first(units: Iterator[Unit], count: int) -> tuple[list[Unit], Iterator[Unit]]:
-    """Up to ``count`` units read ahead, and the rest."""
-    head = []
-    for unit in units:
-        head.append(unit)
-        if len(head) >= count:
-            break
-    return head, units
-
-
-def _chain(head: list[Unit], rest: Iterator[Unit]) -> Iterator[Unit]:
-    yield from head
-    yield from rest
-
-
 @dataclass
 class CohortRun:
     """Outcome of :func:`run_cohort`."""
@@ -298,9 +289,9 @@ def run_cohort(modules: list[Module], ctx: Context, opts: CohortOptions, progres
 
     pending = todo(background(catalog(ctx, modules, opts, stats)))
     use_dask = opts.scheduler is not None or opts.workers > 1
-    head: list[Unit] = []
     if use_dask and opts.scheduler is None:
-        head, pending = _first(pending, MIN_UNITS_FOR_WORKERS)
+        head = list(islice(pending, MIN_UNITS_FOR_WORKERS))  # read ahead: is there enough work?
+        pending = chain(head, pending)
         if len(head) < MIN_UNITS_FOR_WORKERS:
             use_dask = False
             log.info("%d unit(s) of work: running in this process, without starting workers", len(head))
@@ -309,7 +300,7 @@ def run_cohort(modules: list[Module], ctx: Context, opts: CohortOptions, progres
     executor: Any = None
     try:
         executor = OnDask(job, opts) if use_dask else InProcess(modules, job)
-        for result in executor.results(_chain(head, pending)):
+        for result in executor.results(pending):
             for level, message in result.log:
                 log.log(level, "%s", message)
             moved = db.record(result.unit, result.status, result.reason, result.series, result.ignored,
@@ -399,7 +390,7 @@ class CohortFiles:
         self.last = 0.0
         self.cost = 0.0
         """Seconds the last rewrite took: at 130,000 series cohort.json is large."""
-        self.started = _now()
+        self.started = now()
 
     def due(self) -> bool:
         """Every 30 s, but never more than a tenth of the run's time spent on rewriting."""
@@ -420,7 +411,7 @@ class CohortFiles:
             return
         run = {"id": self.ctx.run_id, "state": state, "started": self.started}
         if state != "running":
-            run["finished"] = _now()
+            run["finished"] = now()
         if stopped:
             run["stopped"] = stopped
         if self.opts.shard_tag:
@@ -436,10 +427,6 @@ class CohortFiles:
             module.rebuild_cohort(reports([self.db]), self.ctx.output_dir)
         if self.dashboard is not None and state != "running":
             self.dashboard.write_dashboard(self.ctx)  # a failure only warns
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 class Progress:

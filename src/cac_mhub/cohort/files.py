@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import time
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -70,10 +69,6 @@ def reports(dbs: Iterable[StateDB]) -> Iterable[dict[str, Any]]:
     for db in dbs:
         for _, report in db.series_rows():
             yield json.loads(report)
-
-
-def now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def state_databases(output_dir: Path) -> list[tuple[Path, str]]:

@@ -126,7 +126,7 @@ def _run(unit: Unit, job: Job, modules: list[Module]) -> UnitResult:
     ctx = Context(input_dir=root, output_dir=output_dir, config=job.config, config_hash=job.config_hash,
                   run_id=job.run_id, output=folder, unit_files=unit_paths(unit, root), cohort_files=False)
     try:
-        instances = run_chain(modules, ctx, remove_stale=False)
+        instances = run_chain(modules, ctx)
     finally:
         folder.close()
     series = [record_of(instance, ctx) for instance in instances]

@@ -1,11 +1,12 @@
-"""ReportExporter: one JSON report per series and cohort CSV + JSON over all of them.
+"""ReportExporter: one JSON report per series, and its cohort row.
 
 Runs for every instance, whatever happened to it earlier (``always_run``), so that each series
 found in the input gets a report: scored, processed, skipped with its reason, or failed with it.
 A report that cannot be built is replaced by a minimal one; one that cannot be written fails
-the series, and its cohort row says so. The cohort files are written when the run starts
-(``run.state: running``, rows ``pending``) and again at its end (``complete``), so that an
-interrupted run never leaves an earlier run's cohort beside its own reports.
+the series, and its cohort row says so. The report and the row go to the state database; the
+cohort files (``cohort.csv``/``cohort.json``) and ``dashboard.html`` are written from there by
+the cohort engine (:mod:`cac_mhub.cohort.files`), with this module's ``cohort_name`` and
+``dashboard`` options.
 
 Text in cohort.csv is made safe for spreadsheets (:func:`csv_cell`): DICOM values are
 whatever the scanner or an attacker wrote.
@@ -13,19 +14,15 @@ whatever the scanner or an attacker wrote.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import logging
 import re
-import time
 from typing import Any
 
 from .. import __version__
 from ..chain import Context, Instance, Module, Option, fatal, one_line
-from ..io import atomic_write_bytes, atomic_write_text
-from ..io import json_default as _json_default
+from ..io import atomic_write_bytes, atomic_write_text, json_default
 
 log = logging.getLogger("cac_mhub")
 
@@ -36,7 +33,7 @@ BASE_COLUMNS = [
     "slice_thickness_mm", "increment_mm", "pixel_spacing_mm", "slices", "contrast",
     "resampled", "excluded_candidates", "excluded_agatston", "warnings", "seconds", "run_id",
 ]
-#: Report statuses of finished series; ``pending`` marks series an unfinished run did not reach.
+#: Report statuses of finished series.
 STATUSES = ("scored", "processed", "skipped", "failed")
 
 
@@ -65,7 +62,7 @@ class ReportExporter(Module):
         try:
             report = self.build(instance, ctx)
             report["outputs"] = dict(instance.outputs)
-            text = json.dumps(report, indent=2, default=_json_default) + "\n"
+            text = json.dumps(report, indent=2, default=json_default) + "\n"
         except Exception as error:  # noqa: BLE001 - every series gets a report, if only a minimal one
             self._fail(instance, f"ReportExporter: report could not be built: {one_line(error)}")
             report = self.minimal(instance, ctx, self.status(instance), instance.reason)
@@ -148,38 +145,6 @@ class ReportExporter(Module):
         report["timings_s"] = dict(instance.timings)
         return report
 
-    def begin(self, instances: list[Instance], ctx: Context) -> None:
-        """Replace an earlier run's cohort files at once: this run's, state running, rows pending."""
-        if not ctx.cohort_files:  # the cohort engine writes them from its state database
-            return
-        self._started = getattr(self, "_started", None) or _now()
-        reason = f"not finished: run {ctx.run_id or '(no id)'} is running or was interrupted"
-        pending = [(i, self.minimal(i, ctx, "pending", reason)) for i in instances]
-        self.write_cohort(pending, ctx, "running")
-
-    def finish(self, instances: list[Instance], ctx: Context) -> None:
-        if not ctx.cohort_files:
-            return
-        stopped = ctx.shared.get("stopped")
-        done = []
-        for instance in instances:
-            report = instance.report.get("_final")
-            if report is None and stopped:
-                report = self.minimal(instance, ctx, "pending", f"not processed: the run stopped ({stopped})")
-            elif report is None:  # ReportExporter did not run for it (not in the chain, or it crashed)
-                reason = instance.reason or "ReportExporter: no report was made"
-                report = self.minimal(instance, ctx, "failed", reason)
-            else:  # moving the outputs into place may have failed after the report was written
-                report["status"], report["reason"] = self.status(instance), instance.reason
-            done.append((instance, report))
-        counts = self.write_cohort(done, ctx, "aborted" if stopped else "complete")
-        log.info(
-            "cohort: %d scored, %d processed, %d skipped, %d failed -> %s.csv",
-            counts["scored"], counts["processed"], counts["skipped"], counts["failed"], self.opts["cohort_name"],
-        )
-        if self.opts["dashboard"]:
-            self.write_dashboard(ctx)
-
     def write_dashboard(self, ctx: Context) -> None:
         """dashboard.html from the cohort CSV just written; a failure only warns (the run's results stand)."""
         from ..report.dashboard import write_dashboard
@@ -188,39 +153,6 @@ class ReportExporter(Module):
             write_dashboard(ctx.output_dir, self.opts["cohort_name"], self.opts["report_name"])
         except Exception as error:  # noqa: BLE001 - a missing dashboard must never fail the run
             log.warning("dashboard.html not written: %s", one_line(error))
-
-    def write_cohort(self, done: list[tuple[Instance, dict[str, Any]]], ctx: Context, state: str) -> dict[str, int]:
-        """cohort.csv (one row per series) and cohort.json (run, counts, every report); return the counts."""
-        reports = [report for _, report in done]
-        rows = [self.safe_row(instance, report) for instance, report in done]
-        score_columns = sorted({k for row in rows for k in row} - set(BASE_COLUMNS))
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=BASE_COLUMNS + score_columns, extrasaction="ignore",
-                                lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        counts = {s: sum(r["status"] == s for r in reports) for s in STATUSES}
-        pending = sum(r["status"] == "pending" for r in reports)
-        if pending:
-            counts["pending"] = pending
-        run = {"id": ctx.run_id, "state": state, "started": getattr(self, "_started", None) or _now()}
-        if state != "running":
-            run["finished"] = _now()
-        if ctx.shared.get("stopped"):
-            run["stopped"] = ctx.shared["stopped"]
-        cohort = {
-            "software": {"name": "cac-mhub", "version": __version__},
-            "run": run,
-            "config": {"name": ctx.config.get("general", {}).get("name", ""), "hash": ctx.config_hash},
-            "counts": counts,
-            "ignored_files": [{"path": p, "reason": r} for p, r in ctx.shared.get("ignored_files", [])],
-            "removed_series": list(ctx.shared.get("removed_series", [])),
-            "series": reports,
-        }
-        stem = self.opts["cohort_name"]
-        atomic_write_text(ctx.output_dir / f"{stem}.json", json.dumps(cohort, indent=2, default=_json_default) + "\n")
-        atomic_write_text(ctx.output_dir / f"{stem}.csv", buffer.getvalue())
-        return counts
 
     def safe_row(self, instance: Instance, report: dict[str, Any]) -> dict[str, Any]:
         """The cohort row, spreadsheet-safe; a row that cannot be made still names the series."""
@@ -280,10 +212,6 @@ def _head(ctx: Context) -> dict[str, Any]:
             "hash": ctx.config_hash,
         },
     }
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import time
 from html import escape
 from importlib import resources
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..io import atomic_write_text
+from ..stats.tables import number as _number
 
 DASHBOARD_NAME = "dashboard.html"
 
@@ -53,14 +53,6 @@ ARTERIES = ("LM", "LAD", "LCX", "RCA", "CAC")
 #: Histogram bin edges of the Agatston score (log scale); 0 has its own bar.
 HISTOGRAM_EDGES = (0, 1, 3, 10, 30, 100, 300, 1000, 3000, 10000)
 STATUS_COLOURS = {"scored": "#34c759", "processed": "#0a84ff", "skipped": "#ffcc00", "failed": "#ff3b30", "pending": "#aeaeb2"}
-
-
-def _number(value: Any) -> float | None:
-    try:
-        result = float(str(value).strip().lstrip("'"))
-    except (TypeError, ValueError):
-        return None
-    return result if math.isfinite(result) else None
 
 
 def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
