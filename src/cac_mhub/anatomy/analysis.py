@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from . import aorta, heart, landmarks, masks
+from . import aorta, fov, heart, landmarks, masks
 from .grid import CoarseGrid
 
 #: Coronary calcium lies below this height above the aortic root's last clear disc ...
@@ -33,6 +33,10 @@ BONE_MARGIN_MM = 2.0
 AORTA_MARGIN_MM = 3.0
 #: The ascending aorta's root carries the coronary ostia on its wall: a tighter margin there.
 ASCENDING_MARGIN_MM = 1.5
+#: Where the spine is out of view: its front edge and mid-line relative to the heart's centre
+#: (the ventricles' centre lies about 6-9 cm in front of the vertebral bodies, left of them).
+SPINE_BEHIND_CENTRE_MM = 75.0
+SPINE_RIGHT_OF_CENTRE_MM = 25.0
 #: Points further behind the vertebral bodies' front edge than this are never heart.
 SPINE_MARGIN_MM = 5.0
 
@@ -82,18 +86,23 @@ def analyse(hu: np.ndarray, spacing_zyx: tuple[float, float, float]) -> Anatomy:
     grid = CoarseGrid.for_volume(hu.shape, spacing_zyx)
     coarse = grid.downsample(hu)
     spacing = grid.spacing
-    body = masks.body_mask(coarse, spacing)
-    outline = masks.body_outline(body, coarse)
-    lungs = masks.lung_mask(coarse, body, spacing, outline)
+    view = fov.field_of_view(fov.scanned_area(hu), grid.factors, grid.shape, spacing)
+    body = masks.body_mask(coarse, spacing) & view.scanned[None]
+    cut_lungs = masks.lungs_cut_by_field(body, coarse, view.rim)
+    view = replace(view, cut_lung_share=float((cut_lungs.sum(axis=(1, 2)) >= 5).mean()),
+                   body_on_edge_share=float(body[:, view.rim].mean()) if view.rim.any() else 0.0)
+    outline = masks.body_outline(body, cut_lungs, view.scanned)
+    lungs = masks.lung_mask(coarse, body, spacing, outline, view)
     bone = masks.bone_mask(coarse, spacing)
-    soft = masks.soft_tissue(coarse, body, lungs) & ~bone
+    noise = masks.noise_hu(coarse)
+    soft = masks.soft_tissue(coarse, body, lungs, noise) & ~bone
     empty = np.zeros(grid.shape, bool)
     front, spine_x = landmarks.spine_front(bone, body, spacing)
-    centre, reason = heart.find_centre(soft, lungs, body, spacing, front, spine_x)
+    centre, reason = heart.find_centre(soft, lungs, body, spacing, front, spine_x, view, outline)
     if centre is None:
         return Anatomy(grid, coarse, body, lungs, bone, empty, empty, empty, front, False, reason,
                        {"seconds": round(time.perf_counter() - start, 2)})
-    desc, asc = _track_aorta(soft, lungs, bone, spacing, centre, front, spine_x)
+    desc, asc = _track_aorta(soft, lungs, bone, spacing, centre, front, spine_x, view.truncated)
     aorta_mask = desc.mask(grid.shape, spacing, AORTA_MARGIN_MM) | asc.mask(grid.shape, spacing, ASCENDING_MARGIN_MM)
     # everything below happens in a box of +-13 cm around the centre: the heart fits in it
     box = tuple(slice(max(0, c - int(130.0 / s)), min(n, c + int(130.0 / s) + 1))
@@ -173,15 +182,23 @@ def with_heart_mask(anatomy: Anatomy, mask: np.ndarray, method: str) -> Anatomy:
 
 
 def _track_aorta(soft: np.ndarray, lungs: np.ndarray, bone: np.ndarray, spacing: tuple[float, float, float],
-                 centre: heart.HeartCentre, front: np.ndarray, spine_x: np.ndarray
+                 centre: heart.HeartCentre, front: np.ndarray, spine_x: np.ndarray, cut: bool = False
                  ) -> tuple[aorta.AortaTrack, aorta.AortaTrack]:
-    """Descending aorta beside the spine, then the ascending aorta in front of it above the heart."""
+    """Descending aorta beside the spine, then the ascending aorta in front of it above the heart.
+
+    Where the spine is out of view (a heart-centred field of view cut just in front of it) the
+    heart's centre stands in: the vertebral front lies about :data:`SPINE_BEHIND_CENTRE_MM`
+    behind it and the spine's mid-line :data:`SPINE_RIGHT_OF_CENTRE_MM` to its right. In such a
+    view the lungs may be absent from many slices; the tube is sought in all of them.
+    """
     nz, ny, nx = soft.shape
     yy, xx = np.mgrid[:ny, :nx]
-    z_centre = centre.zyx[0]
+    z_centre, y_centre, x_centre = centre.zyx
+    front = np.where(np.isnan(front), y_centre + SPINE_BEHIND_CENTRE_MM / spacing[1], front)
+    spine_x = np.where(np.isnan(spine_x), x_centre - SPINE_RIGHT_OF_CENTRE_MM / spacing[2], spine_x)
     windows = {}
     for z in range(nz):
-        if np.isnan(front[z]) or not lungs[z].any():
+        if not (cut or lungs[z].any()):
             continue
         dx = (xx - spine_x[z]) * spacing[2]
         dy = (yy - front[z]) * spacing[1]
@@ -189,15 +206,16 @@ def _track_aorta(soft: np.ndarray, lungs: np.ndarray, bone: np.ndarray, spacing:
     desc = aorta.track(soft, spacing, windows, "descending",
                        seed_range=(z_centre, z_centre + int(60.0 / spacing[0])), min_score=0.4,
                        max_gap_mm=25.0)
-    if not desc.discs:
+    if desc.discs:
+        top = desc.z_range[1]
+        zs, ys = [d.z for d in desc.discs], [d.y for d in desc.discs]
+    elif cut:  # the descending aorta is out of view: it runs about 25 mm in front of the vertebrae
+        top = nz - 1
+        zs, ys = [0], [float(front[z_centre] - 25.0 / spacing[1])]
+    else:
         return desc, aorta.AortaTrack("ascending", [])
-    top = desc.z_range[1]
-    zs = [d.z for d in desc.discs]
-    ys = [d.y for d in desc.discs]
     windows = {}
     for z in range(z_centre, top + 1):
-        if np.isnan(spine_x[z]):
-            continue
         y_desc = float(np.interp(z, zs, ys))
         dx = (xx - spine_x[z]) * spacing[2]
         dy = (yy - y_desc) * spacing[1]

@@ -21,11 +21,15 @@ How (no network, about 2-5 s a scan on two CPU cores):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import logging
 
 import numpy as np
 from scipy import ndimage
+
+if TYPE_CHECKING:
+    from .fov import FieldOfView
 
 log = logging.getLogger("cac_mhub.anatomy")
 
@@ -34,6 +38,14 @@ MIN_HEART_RADIUS_MM = 20.0
 #: Fraction of the shell around the heart's inscribed ball that is fat or lung (real hearts
 #: 0.27-0.55; liver, muscle or a phantom's solid body 0.08-0.16).
 MIN_SHELL_CONTRAST = 0.2
+#: Thick masses closer than this are one organ (the ventricles and the atria of one heart).
+ORGAN_MM = 70.0
+#: The heart's centre lies where the lungs' cross-section is at least this share of its largest.
+LUNG_LEVEL_SHARE = 0.35
+#: In a heart-centred view, a thick mass whose ball reaches this close to the last slice is the
+#: liver cut by the scan range; the next mass at least this share as thick is the heart.
+BOTTOM_MM = 10.0
+NEARLY_AS_THICK = 0.6
 #: Rays that meet no lung stop at this distance from the centre (typical heart half-size + fat).
 DEFAULT_REACH_MM = 62.0
 MAX_REACH_MM = 95.0
@@ -54,13 +66,19 @@ class HeartCentre:
 
 
 def _walk(mask_lung: np.ndarray, body: np.ndarray, start: tuple[int, int, int], direction: np.ndarray,
-          spacing: tuple[float, float, float], limit_mm: float) -> tuple[str, float]:
-    """Walk from ``start`` along ``direction`` (z, y, x unit vector, mm); what is met first, and where."""
+          spacing: tuple[float, float, float], limit_mm: float, scanned: np.ndarray | None = None
+          ) -> tuple[str, float]:
+    """Walk from ``start`` along ``direction`` (z, y, x unit vector, mm); what is met first, and where.
+
+    ``edge`` is where the picture stops: the volume's bounds or the reconstruction circle.
+    """
     step = 0.5 * min(spacing)
     shape = mask_lung.shape
     for distance in np.arange(step, limit_mm, step):
         p = [int(round(s + d * distance / sp)) for s, d, sp in zip(start, direction, spacing)]
         if not all(0 <= v < n for v, n in zip(p, shape)):
+            return "edge", float(distance)
+        if scanned is not None and not scanned[p[1], p[2]]:
             return "edge", float(distance)
         if mask_lung[p[0], p[1], p[2]]:
             return "lung", float(distance)
@@ -71,18 +89,25 @@ def _walk(mask_lung: np.ndarray, body: np.ndarray, start: tuple[int, int, int], 
 
 def find_centre(soft: np.ndarray, lungs: np.ndarray, body: np.ndarray,
                 spacing: tuple[float, float, float], spine_front: np.ndarray | None = None,
-                spine_x: np.ndarray | None = None) -> tuple[HeartCentre | None, str]:
+                spine_x: np.ndarray | None = None, view: "FieldOfView | None" = None,
+                outline: np.ndarray | None = None) -> tuple[HeartCentre | None, str]:
     """The heart's centre on the coarse grid, or None and the reason why there is no heart.
 
     The heart's centre (its largest inscribed ball, in the ventricles) has lung to its left and
-    right, fat and lung on much of a shell around it, lies in front of the vertebral bodies
-    (neck and back muscles are behind them), and is not the liver's dome: right of the spine
-    with the right lung's base right above it.
+    right (or the edge of a field of view that cuts the body), fat and lung on much of a shell
+    around it, lies in front of the vertebral bodies (neck and back muscles are behind them),
+    and is not the liver's dome: right of the spine with the right lung's base right above it.
+    A heart-centred reconstruction may show no lung at all: there the edge of the picture
+    stands in for it.
     """
     voxel_cm3 = float(np.prod(spacing)) / 1000.0
-    if lungs.sum() * voxel_cm3 < 50.0:
+    cut = view is not None and view.truncated
+    # rays end outside the patient's outline: air inside it (a lung the mask missed) is passed
+    inside = outline if outline is not None else body
+    scanned = view.scanned if view is not None else None
+    if lungs.sum() * voxel_cm3 < 50.0 and not cut:
         return None, "no lungs in the field of view: not a chest CT (or a phantom without lungs)"
-    distance = _distance_near_lungs(soft, lungs, spacing)
+    distance = _distance_near_lungs(soft, lungs, spacing, whole=cut, scanned=scanned)
     window = [max(1, int(round(20.0 / s))) | 1 for s in spacing]
     peaks = np.argwhere((distance == ndimage.maximum_filter(distance, size=window))
                         & (distance >= MIN_HEART_RADIUS_MM))
@@ -91,8 +116,9 @@ def find_centre(soft: np.ndarray, lungs: np.ndarray, body: np.ndarray,
                       "(upper thorax, neck or a scan without the heart?)")
     order = np.argsort(distance[tuple(peaks.T)])[::-1]
     above_mm = (20.0, 60.0)
-    rejected = 0
     examined: list[np.ndarray] = []
+    accepted: list[tuple[int, int, int]] = []
+    sides: dict[tuple[int, int, int], tuple[str, str]] = {}
     for index in order:
         if len(examined) >= 40:
             break
@@ -102,21 +128,18 @@ def find_centre(soft: np.ndarray, lungs: np.ndarray, body: np.ndarray,
             continue
         examined.append(point)
         z, y, x = (int(v) for v in point)
-        shell = shell_contrast(soft, (z, y, x), float(distance[z, y, x]), spacing)
+        shell = shell_contrast(soft, (z, y, x), float(distance[z, y, x]), spacing, scanned)
         log.debug("heart candidate %s r=%.1f shell %.2f", (z, y, x), distance[z, y, x], shell)
         if shell < MIN_SHELL_CONTRAST:
             log.debug("  rejected: soft tissue all round (not wrapped in fat and lung)")
-            rejected += 1
             continue
         if spine_front is not None and not np.isnan(spine_front[z]) and y >= spine_front[z]:
             log.debug("  rejected: behind the spine front")
-            rejected += 1
             continue
-        left = _lateral(lungs, body, (z, y, x), spacing, side=1.0)
-        right = _lateral(lungs, body, (z, y, x), spacing, side=-1.0)
-        if "lung" not in (left, right) or not {left, right} <= {"lung", "edge"}:
+        left = _lateral(lungs, inside, (z, y, x), spacing, side=1.0, scanned=scanned)
+        right = _lateral(lungs, inside, (z, y, x), spacing, side=-1.0, scanned=scanned)
+        if not {left, right} <= {"lung", "edge"} or ("lung" not in (left, right) and not cut):
             log.debug("  rejected: lateral %s %s", left, right)
-            rejected += 1
             continue
         z0 = min(lungs.shape[0], z + int(above_mm[0] / spacing[0]))
         z1 = min(lungs.shape[0], z + int(above_mm[1] / spacing[0]) + 1)
@@ -124,13 +147,56 @@ def find_centre(soft: np.ndarray, lungs: np.ndarray, body: np.ndarray,
         right_side = spine_x is not None and not np.isnan(spine_x[z]) and (x - spine_x[z]) * spacing[2] < -10.0
         if right_side and column.size and column.mean() > 0.3:
             log.debug("  rejected: right of the spine under a lung (the liver's dome)")
-            rejected += 1
             continue
-        others = [tuple(int(v) for v in p) for p in peaks
-                  if np.linalg.norm((p - (z, y, x)) * np.asarray(spacing)) >= 50.0
-                  and (p[0] < z or lungs[min(lungs.shape[0] - 1, p[0] + int(20.0 / spacing[0])), p[1], p[2]])]
-        return HeartCentre((z, y, x), float(distance[z, y, x]), (left, right), others), ""
-    return None, "no soft-tissue mass between the lungs: no heart in the field of view"
+        accepted.append((z, y, x))
+        sides[(z, y, x)] = (left, right)
+    if not accepted:
+        return None, "no soft-tissue mass between the lungs: no heart in the field of view"
+    chosen = _heart_of(accepted, distance, lungs, spacing, cut)
+    z, y, x = chosen
+    others = [tuple(int(v) for v in p) for p in peaks
+              if np.linalg.norm((p - chosen) * np.asarray(spacing)) >= 50.0
+              and (p[0] < z or lungs[min(lungs.shape[0] - 1, p[0] + int(20.0 / spacing[0])), p[1], p[2]])]
+    return HeartCentre(chosen, float(distance[chosen]), sides[chosen], others), ""
+
+
+def _heart_of(accepted: list[tuple[int, int, int]], distance: np.ndarray, lungs: np.ndarray,
+              spacing: tuple[float, float, float], cut: bool) -> tuple[int, int, int]:
+    """Of the thick masses that pass every test, the heart.
+
+    Why: below the heart lie the liver, spleen and stomach, larger and thicker than the heart,
+    and a noisy, thick or cut scan can let one of them pass the tests meant for the heart (fat
+    and lung around it, lung or the field's edge beside it). In a whole chest the heart's centre
+    lies where the lungs are wide (the ventricles sit between the lower lobes), while under the
+    domes of the diaphragm only the lungs' posterior recesses remain: the thickest mass at the
+    lungs' level wins. In a heart-centred field of view the lungs are slivers and tell nothing,
+    but the liver is cut by the last slices and seldom thicker than the heart: of the masses
+    nearly as thick as the thickest, the highest wins. Candidates within :data:`ORGAN_MM` of each
+    other are one organ, represented by its thickest point.
+    """
+    groups: list[list[tuple[int, int, int]]] = []
+    for point in accepted:  # in order of thickness: the first of a group is its thickest
+        for group in groups:
+            if np.linalg.norm((np.subtract(point, group[0])) * np.asarray(spacing)) < ORGAN_MM:
+                group.append(point)
+                break
+        else:
+            groups.append([point])
+    if len(groups) == 1:
+        return groups[0][0]
+    thickest = float(distance[groups[0][0]])
+    if cut:
+        # the liver is cut by the last slices: its largest ball rests on the volume's bottom
+        def on_bottom(g: list[tuple[int, int, int]]) -> bool:
+            return g[0][0] * spacing[0] - float(distance[g[0]]) <= BOTTOM_MM
+
+        above = [g for g in groups if not on_bottom(g) and distance[g[0]] >= NEARLY_AS_THICK * thickest]
+        return (above or groups)[0][0]
+    area = lungs.sum(axis=(1, 2)).astype(float)
+    level = {tuple(g[0]): area[g[0][0]] / max(area.max(), 1.0) for g in groups}
+    at_lungs = [g for g in groups if level[tuple(g[0])] >= LUNG_LEVEL_SHARE] or groups
+    log.debug("heart: organs %s", [(g[0], round(float(distance[g[0]]), 1), round(level[tuple(g[0])], 2)) for g in groups])
+    return at_lungs[0][0]
 
 
 def fibonacci_directions(count: int = 200) -> np.ndarray:
@@ -142,7 +208,7 @@ def fibonacci_directions(count: int = 200) -> np.ndarray:
 
 
 def shell_contrast(soft: np.ndarray, centre: tuple[int, int, int], radius_mm: float,
-                   spacing: tuple[float, float, float]) -> float:
+                   spacing: tuple[float, float, float], scanned: np.ndarray | None = None) -> float:
     """Fraction of a shell 3-12 mm outside the inscribed ball that is not soft tissue.
 
     The heart is wrapped in epicardial fat and lungs; the liver, muscle or a phantom's solid
@@ -153,27 +219,35 @@ def shell_contrast(soft: np.ndarray, centre: tuple[int, int, int], radius_mm: fl
     for direction in directions:
         for extra in (3.0, 7.0, 12.0):
             p = [int(round(c + d * (radius_mm + extra) / s)) for c, d, s in zip(centre, direction, spacing)]
-            if all(0 <= v < n for v, n in zip(p, soft.shape)):
+            if all(0 <= v < n for v, n in zip(p, soft.shape)) and (scanned is None or scanned[p[1], p[2]]):
                 total += 1
                 hits += not soft[p[0], p[1], p[2]]
     return hits / total if total else 0.0
 
 
-def _distance_near_lungs(soft: np.ndarray, lungs: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
-    """Distance transform (mm) of soft tissue, computed only in the box of the lungs (+3 cm): fast."""
-    box = ndimage.find_objects(lungs.astype(np.uint8))[0]
-    pad = [int(30.0 / s) for s in spacing]
-    box = tuple(slice(max(0, b.start - p), min(n, b.stop + p)) for b, p, n in zip(box, pad, soft.shape))
+def _distance_near_lungs(soft: np.ndarray, lungs: np.ndarray, spacing: tuple[float, float, float],
+                         whole: bool = False, scanned: np.ndarray | None = None) -> np.ndarray:
+    """Distance transform (mm) of soft tissue, computed only in the box of the lungs (+3 cm): fast.
+
+    ``whole``: everywhere (a heart-centred field of view may show no lung to box around).
+    """
+    if whole or not lungs.any():
+        box = tuple(slice(0, n) for n in soft.shape)
+    else:
+        box = ndimage.find_objects(lungs.astype(np.uint8))[0]
+        pad = [int(30.0 / s) for s in spacing]
+        box = tuple(slice(max(0, b.start - p), min(n, b.stop + p)) for b, p, n in zip(box, pad, soft.shape))
     distance = np.zeros(soft.shape, np.float32)
     # padded with background: a ball may not reach beyond the scanned volume (a liver cut by
     # the last slice or a small field of view would otherwise look thicker than the heart)
-    padded = np.pad(soft[box], 1, constant_values=False)
+    tissue = soft[box] if scanned is None else soft[box] & scanned[box[1], box[2]][None]
+    padded = np.pad(tissue, 1, constant_values=False)
     distance[box] = ndimage.distance_transform_edt(padded, sampling=spacing)[1:-1, 1:-1, 1:-1]
     return distance
 
 
 def _lateral(lungs: np.ndarray, body: np.ndarray, start: tuple[int, int, int], spacing: tuple[float, float, float],
-             side: float) -> str:
+             side: float, scanned: np.ndarray | None = None) -> str:
     """What rays towards the patient's left (side=+1) or right (-1) meet, in a +-60 degree fan.
 
     Wide, because the lungs wrap around the heart from behind: where the heart touches the
@@ -183,7 +257,7 @@ def _lateral(lungs: np.ndarray, body: np.ndarray, start: tuple[int, int, int], s
     for angle in (-60.0, -30.0, 0.0, 30.0, 60.0):
         a = np.radians(angle)
         direction = np.array([0.0, np.sin(a), side * np.cos(a)])
-        met.append(_walk(lungs, body, start, direction, spacing, 160.0)[0])
+        met.append(_walk(lungs, body, start, direction, spacing, 160.0, scanned)[0])
     for what in ("lung", "edge"):
         if what in met:
             return what

@@ -6,8 +6,13 @@ left, +y posterior and +z superior. Thresholds are on block-averaged HU (about 2
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from scipy import ndimage
+
+if TYPE_CHECKING:
+    from .fov import FieldOfView
 
 #: Tissue vs air: fat is about -100 HU, aerated lung -900..-600.
 TISSUE_HU = -400.0
@@ -16,6 +21,9 @@ LUNG_HU = -500.0
 #: Bone on the coarse grid: cortex survives 2 mm block averaging; osteoporotic trabecular
 #: bone (100-150 HU) does not, and is filled in from its cortical ring.
 BONE_HU = 150.0
+#: Coarse-grid noise (HU, :func:`noise_hu`) above which soft tissue is smoothed more: routine
+#: scans are 3-20 HU on the 2 mm grid, low-dose sharp-kernel screening scans 25-45.
+NOISY_HU = 20.0
 #: Heart, vessels, muscle, liver: soft tissue between fat and bone.
 SOFT_HU = (-40.0, 180.0)
 
@@ -55,27 +63,82 @@ def convex_hull_slices(mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def body_outline(body: np.ndarray, coarse: np.ndarray | None = None) -> np.ndarray:
-    """The body's convex outline per slice, reaching the image edge where the field of view cuts the body.
+def lungs_cut_by_field(body: np.ndarray, coarse: np.ndarray, rim: np.ndarray) -> np.ndarray:
+    """Per slice, the field's edge where a lung is cut by it (3D mask on the coarse grid).
 
-    A cardiac reconstruction (20-25 cm field of view) cuts the chest: the lungs reach the image
-    edge and are still inside the patient. Edge pixels of lung-like air (-970..-400 HU; the air
-    around a patient is about -1000) join the outline; so does the whole edge of a slice that the
-    body covers for the most part.
+    A heart-centred reconstruction (16-25 cm) cuts the chest: the lungs reach the edge of the
+    picture (the reconstruction circle, else the image border) and are still inside the
+    patient. Lung-like air (-970..-400 HU; the air around a patient is about -1000) on the edge,
+    between two stretches of the body's tissue on that edge (chest wall in front, back behind),
+    is such a lung. Air around the patient or a table pad at the edge is not flanked by the body
+    on both sides.
     """
-    support = body.copy()
-    if coarse is not None:
-        smooth = ndimage.gaussian_filter(coarse, sigma=(0.0, 2.0, 2.0))  # noise must not lift outside air
-        lung_like = (smooth > -970.0) & (smooth < TISSUE_HU)
-        edge = np.zeros(body.shape[1:], bool)
-        edge[0, :] = edge[-1, :] = edge[:, 0] = edge[:, -1] = True
-        support |= lung_like & edge[None]
-    outline = convex_hull_slices(support)
-    for z, section in enumerate(body):
-        border = np.concatenate([section[0], section[-1], section[:, 0], section[:, -1]])
-        if border.size and border.mean() >= 0.3:
-            outline[z] = True
-    return outline
+    smooth = ndimage.gaussian_filter(coarse, sigma=(0.0, 1.0, 1.0))  # noise must not lift outside air
+    lung_like = (smooth > -970.0) & (smooth < TISSUE_HU)
+    out = np.zeros(body.shape, bool)
+    for z in range(body.shape[0]):
+        # the body's edge is blurred by partial volume: a few mm of grace before the lung begins
+        flank = ndimage.binary_dilation(body[z], iterations=2)
+        out[z] = _flanked_by_body(rim, lung_like[z] & ~flank, flank)
+    return out
+
+
+def body_outline(body: np.ndarray, cut_lungs: np.ndarray | None = None, scanned: np.ndarray | None = None
+                 ) -> np.ndarray:
+    """The body's convex outline per slice, taking in the lungs cut by the field's edge (``cut_lungs``).
+
+    The chest wall and back reach a narrow field's edge on both sides of each lung, so with
+    those edge pieces the outline spans the lungs; air around the patient stays outside.
+    """
+    outline = convex_hull_slices(body if cut_lungs is None else body | cut_lungs)
+    return outline & scanned[None] if scanned is not None else outline
+
+
+#: A lung cut by the field spans at least this many of the 180 angle bins (8 degrees) of its edge.
+MIN_CUT_BINS = 4
+
+
+def _flanked_by_body(rim: np.ndarray, lung_like: np.ndarray, body: np.ndarray, bins: int = 180) -> np.ndarray:
+    """Rim pixels of lung-like air whose stretch of the rim has the body's tissue at both ends.
+
+    The rim is walked by angle around its centre; each angle is body, lung-like or other
+    (air, padding). A lung-like stretch between two body stretches is a lung cut by the field.
+    """
+    ys, xs = np.nonzero(rim)
+    out = np.zeros(rim.shape, bool)
+    if ys.size == 0 or not lung_like[ys, xs].any() or not body[ys, xs].any():
+        return out
+    angle = np.arctan2(ys - ys.mean(), xs - xs.mean())
+    index = np.minimum(((angle + np.pi) / (2 * np.pi) * bins).astype(int), bins - 1)
+    kind = np.full(bins, -1, np.int8)  # -1 no rim pixel, 0 other, 1 lung-like, 2 body (body wins)
+    np.maximum.at(kind, index, np.where(body[ys, xs], 2, np.where(lung_like[ys, xs], 1, 0)).astype(np.int8))
+    if not (kind == 2).any():
+        return out
+    posterior = (3 * bins) // 4  # the bin straight behind the centre: angle +90 degrees, +y is posterior
+    start = int(np.argmax(kind == 2))
+    order = np.roll(np.arange(bins), -start)  # begin on body, so every run closes
+    cut = np.zeros(bins, bool)
+    run: list[int] = []  # lung-like bins since the last body stretch
+    crossed_back = False  # the stretch passed the field's posterior pole
+    other = 0  # length of the current stretch of air, padding or table
+    after_body = True
+    for b in list(order) + [order[0]]:
+        if kind[b] == 2:
+            # a lung is cut at the side of the field, never across its back (the spine, or
+            # the table under a whole chest)
+            cut[run] = after_body and not crossed_back and len(run) >= MIN_CUT_BINS
+            run, after_body, other, crossed_back = [], True, 0, False
+            continue
+        crossed_back |= b == posterior
+        if kind[b] == 1:
+            run.append(b)
+        elif kind[b] == 0:
+            other += 1
+            if other > 3:  # more than a partial-volume seam: not closed by the body on both sides
+                run, after_body = [], False
+    selected = cut[index] & lung_like[ys, xs]
+    out[ys[selected], xs[selected]] = True
+    return out
 
 
 def body_mask(coarse: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
@@ -86,7 +149,7 @@ def body_mask(coarse: np.ndarray, spacing: tuple[float, float, float]) -> np.nda
 
 
 def lung_mask(coarse: np.ndarray, body: np.ndarray, spacing: tuple[float, float, float],
-              inside: np.ndarray | None = None) -> np.ndarray:
+              inside: np.ndarray | None = None, fov: "FieldOfView | None" = None) -> np.ndarray:
     """Aerated lungs (trachea and main bronchi included): large air inside the body outline.
 
     ``inside`` is the body's outline per slice (its convex hull), so that lungs cut by a small
@@ -106,6 +169,8 @@ def lung_mask(coarse: np.ndarray, body: np.ndarray, spacing: tuple[float, float,
     # air open to the outline's edge is outside the patient (above the shoulders, between arm
     # and chest), except where the field of view itself cuts the body (cardiac reconstructions)
     rim = inside & ~ndimage.binary_erosion(inside, structure=np.ones((1, 3, 3), bool), border_value=1)
+    if fov is not None:  # where the picture stops, air is not outside the patient
+        rim &= ~ndimage.binary_dilation(fov.rim, iterations=2)[None]
     near_rim = ndimage.binary_dilation(rim, structure=np.ones((1, 3, 3), bool), iterations=2)
     on_rim = np.bincount(labels[near_rim].ravel(), minlength=count + 1)
     sizes[on_rim > 0.02 * np.maximum(sizes, 1)] = 0
@@ -146,12 +211,26 @@ def bone_mask(coarse: np.ndarray, spacing: tuple[float, float, float], min_cm3: 
     return fill_slices(skeleton)
 
 
-def soft_tissue(coarse: np.ndarray, body: np.ndarray, lungs: np.ndarray) -> np.ndarray:
+def noise_hu(coarse: np.ndarray) -> float:
+    """Noise of the coarse grid in soft tissue (HU): robust spread of each voxel about its in-plane 3 x 3 median.
+
+    Why: low-dose and sharp-kernel scans (lung screening) carry 3-5 times the noise of a
+    routine scan even after block averaging; the soft-tissue band must be smoothed to match.
+    """
+    sample = coarse[:: max(1, coarse.shape[0] // 24)]  # a couple of dozen slices suffice
+    residual = sample - ndimage.median_filter(sample, size=(1, 3, 3))
+    band = (sample > -60.0) & (sample < 160.0)
+    return float(1.4826 * np.median(np.abs(residual[band]))) if band.any() else 0.0
+
+
+def soft_tissue(coarse: np.ndarray, body: np.ndarray, lungs: np.ndarray, noise: float = 0.0) -> np.ndarray:
     """Heart, vessels, muscle and organs: the HU band between fat and bone, inside the body.
 
-    Smoothed over about 2 mm first: in low-dose scans single noisy voxels below the band would
-    otherwise riddle the heart with holes and break every distance measure.
+    Smoothed over about 2 mm first, more on noisy scans (``noise``: :func:`noise_hu`): in
+    low-dose scans single noisy voxels below the band would otherwise riddle the heart with
+    holes, and noise lifted into the band would join the heart to what surrounds it.
     """
     low, high = SOFT_HU
-    smooth = ndimage.gaussian_filter(coarse, sigma=(0.5, 1.0, 1.0))
+    sigma_xy = 1.0 if noise <= NOISY_HU else float(min(2.5, noise / 15.0))
+    smooth = ndimage.gaussian_filter(coarse, sigma=(0.5 if noise <= NOISY_HU else 1.0, sigma_xy, sigma_xy))
     return (smooth > low) & (smooth < high) & body & ~lungs
