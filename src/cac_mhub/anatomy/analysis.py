@@ -28,6 +28,8 @@ BELOW_CENTRE_MM = 50.0
 ABOVE_CENTRE_MM = 60.0
 #: Epicardial fat around the cardiac mass.
 FAT_MARGIN_MM = 10.0
+#: No coronary artery lies this close to an airway's lumen: its wall (calcified cartilage) is left out.
+AIRWAY_MARGIN_MM = 6.0
 #: Skeleton and aorta grown by these margins before they are cut out of the region.
 BONE_MARGIN_MM = 2.0
 AORTA_MARGIN_MM = 3.0
@@ -61,6 +63,8 @@ class Anatomy:
     reason: str = ""
     """Why no heart region could be given (empty when found)."""
     info: dict[str, Any] = field(default_factory=dict)
+    airways: np.ndarray | None = None
+    """Wide pure-air lumens near the heart (trachea, bronchi, oesophagus), coarse grid; None: not looked for."""
 
     def full(self, name: str) -> np.ndarray:
         """A mask on the CT grid."""
@@ -113,7 +117,12 @@ def analyse(hu: np.ndarray, spacing_zyx: tuple[float, float, float]) -> Anatomy:
     mass = empty.copy()
     mass[box] = heart.heart_mass(soft[box] & ~aorta_mask[box], local, spacing, lungs[box])
     root = asc.z_range[0] if asc.discs else None
-    region = region_from_mass(mass, bone, body, lungs, aorta_mask, spacing, centre.zyx[0], root, front, box)
+    near = _grown_box(mass, spacing, FAT_MARGIN_MM + AIRWAY_MARGIN_MM + 4.0)
+    lung_hu = float(np.median(coarse[lungs])) if lungs.any() else -800.0
+    airways = masks.air_lumens(hu, grid.factors, tuple(float(s) for s in spacing_zyx), near, grid.shape, outline,
+                               lung_hu) if near is not None else empty
+    region = region_from_mass(mass, bone, body, lungs | _grown(airways, spacing, AIRWAY_MARGIN_MM), aorta_mask,
+                              spacing, centre.zyx[0], root, front, box)
     lowest = asc.discs[0] if asc.discs else None
     info = {
         "_aortic_root": (lowest.z, lowest.y, lowest.x, lowest.radius_mm) if lowest else None,
@@ -127,8 +136,8 @@ def analyse(hu: np.ndarray, spacing_zyx: tuple[float, float, float]) -> Anatomy:
     }
     if not region.any():
         return Anatomy(grid, coarse, body, lungs, bone, aorta_mask, mass, region, front, False,
-                       "heart region empty after anatomical limits", info)
-    return Anatomy(grid, coarse, body, lungs, bone, aorta_mask, mass, region, front, True, "", info)
+                       "heart region empty after anatomical limits", info, airways)
+    return Anatomy(grid, coarse, body, lungs, bone, aorta_mask, mass, region, front, True, "", info, airways)
 
 
 def region_from_mass(mass: np.ndarray, bone: np.ndarray, body: np.ndarray, lungs: np.ndarray, aorta_mask: np.ndarray,
@@ -228,6 +237,21 @@ def _track_aorta(soft: np.ndarray, lungs: np.ndarray, bone: np.ndarray, spacing:
     asc = aorta.track(soft, spacing, windows, "ascending", seed_range=(z_centre + int(15.0 / spacing[0]), top),
                       min_score=0.4, min_seed_radius_mm=11.0, clearance=clearance)
     return desc, asc
+
+
+def _grown(mask: np.ndarray, spacing: tuple[float, float, float], mm: float) -> np.ndarray:
+    if not mask.any():
+        return mask
+    return ndimage.distance_transform_edt(~mask, sampling=spacing) <= mm
+
+
+def _grown_box(mask: np.ndarray, spacing: tuple[float, float, float], mm: float) -> tuple[slice, ...] | None:
+    """The bounding box of ``mask`` grown by ``mm`` (None for an empty mask)."""
+    if not mask.any():
+        return None
+    box = ndimage.find_objects(mask.astype(np.uint8))[0]
+    return tuple(slice(max(0, b.start - int(np.ceil(mm / s))), min(n, b.stop + int(np.ceil(mm / s))))
+                 for b, s, n in zip(box, spacing, mask.shape))
 
 
 def _behind_spine(region: np.ndarray, front: np.ndarray, spacing: tuple[float, float, float]) -> None:

@@ -234,3 +234,39 @@ def soft_tissue(coarse: np.ndarray, body: np.ndarray, lungs: np.ndarray, noise: 
     sigma_xy = 1.0 if noise <= NOISY_HU else float(min(2.5, noise / 15.0))
     smooth = ndimage.gaussian_filter(coarse, sigma=(0.5 if noise <= NOISY_HU else 1.0, sigma_xy, sigma_xy))
     return (smooth > low) & (smooth < high) & body & ~lungs
+
+
+#: Air in an airway's lumen (trachea, bronchi) or the oesophagus is pure air (-1000..-930 HU as
+#: scanners calibrate it); aerated lung parenchyma, with its vessels and walls, is brighter once
+#: smoothed over 1 mm: a lumen is darker than the parenchyma's median by this much, and below -900.
+LUMEN_BELOW_LUNG_HU = 90.0
+#: A lumen at least this wide (mm) is an airway (or the oesophagus, a bulla), not parenchyma.
+LUMEN_WIDTH_MM = 4.0
+
+
+def air_lumens(hu: np.ndarray, factors: tuple[int, int, int], spacing_full: tuple[float, float, float],
+               coarse_box: tuple[slice, slice, slice], coarse_shape: tuple[int, int, int],
+               inside: np.ndarray, lung_hu: float = -800.0) -> np.ndarray:
+    """Coarse mask of wide pure-air lumens inside the body's outline, found on the CT grid in ``coarse_box``.
+
+    Why: calcified cartilage of the trachea and bronchi (common with age) lies in their wall,
+    right beside the heart's base; no coronary artery lies against an airway. The lumen is told
+    from lung parenchyma (median ``lung_hu``) by being pure air over at least :data:`LUMEN_WIDTH_MM`.
+    """
+    out = np.zeros(coarse_shape, bool)
+    box = tuple(slice(b.start * f, b.stop * f) for b, f in zip(coarse_box, factors))
+    values = hu[box].astype(np.float32)
+    if values.size == 0:
+        return out
+    smooth = ndimage.gaussian_filter(values, (0.0, 1.0 / spacing_full[1], 1.0 / spacing_full[2]))
+    air = smooth < min(-900.0, lung_hu - LUMEN_BELOW_LUNG_HU)
+    if not air.any():
+        return out
+    wide = ndimage.distance_transform_edt(air, sampling=spacing_full) >= 0.5 * LUMEN_WIDTH_MM
+    lumen = ndimage.binary_dilation(wide, iterations=int(np.ceil(0.5 * LUMEN_WIDTH_MM / min(spacing_full[1:]))),
+                                    mask=air)
+    fz, fy, fx = factors
+    nz, ny, nx = (b.stop - b.start for b in coarse_box)
+    blocks = lumen[: nz * fz, : ny * fy, : nx * fx].reshape(nz, fz, ny, fy, nx, fx).mean(axis=(1, 3, 5))
+    out[coarse_box] = (blocks >= 0.25) & inside[coarse_box]
+    return out
