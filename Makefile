@@ -15,11 +15,13 @@ ARGS ?=
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.lock docker/requirements-tooling.txt pyproject.toml
+$(VENV)/.installed: requirements.lock requirements-test.txt docker/requirements-tooling.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# pip/setuptools/wheel/argparse are pinned apart: `pip freeze` never lists them
 	$(BIN)/pip install --quiet -r docker/requirements-tooling.txt
 	$(BIN)/pip install --quiet -r requirements.lock
+	# test-only (torchio 0.19.1 for the DeepCAC2 parity test); --no-deps: never another torch
+	$(BIN)/pip install --quiet --no-deps -r requirements-test.txt
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 

@@ -1,7 +1,7 @@
 """Speed and memory of DeepCAC2's full-size 3D U-Net on a 512x512x300 chest phantom (random weights).
 
     .venv/bin/python benchmarks/bench_deepcac2.py                       # CPU, and the GPU when there is one
-    .venv/bin/python benchmarks/bench_deepcac2.py --edge-windows as_published
+    .venv/bin/python benchmarks/bench_deepcac2.py --edge-windows predict --pixel-type float32
     .venv/bin/python benchmarks/bench_deepcac2.py --threads 2 --batch-size 4
 
 The weights are random (the published file is the user's); their size and layout are the
@@ -55,8 +55,8 @@ def run(device: str, folder: Path, phantom, anatomy, args: argparse.Namespace) -
         torch.cuda.reset_peak_memory_stats()
     reset_peak()
     start = time.perf_counter()
-    result = model.segment(phantom.hu, phantom.spacing_zyx, anatomy.region_centre(),
-                           (anatomy.region, anatomy.grid.index_maps()), args.edge_windows, mapped=args.mapped)
+    result = model.segment(phantom.hu, phantom.spacing_zyx, phantom.origin_lps, heart=anatomy.full("region"),
+                           edge_windows=args.edge_windows, mapped=args.mapped, pixel_type=args.pixel_type)
     seconds = time.perf_counter() - start
     extra = result.extra
     memory = (f"GPU peak {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB, " if model.device.type == "cuda" else "")
@@ -69,7 +69,8 @@ def run(device: str, folder: Path, phantom, anatomy, args: argparse.Namespace) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--edge-windows", default="predict", choices=("predict", "as_published"))
+    parser.add_argument("--edge-windows", default="as_published", choices=("as_published", "predict"))
+    parser.add_argument("--pixel-type", default="int16", choices=("int16", "float32"))
     parser.add_argument("--mapped", action="store_true")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")

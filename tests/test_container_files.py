@@ -248,3 +248,12 @@ def test_shell_scripts_parse_and_pass_shellcheck(shell: str, script: str) -> Non
         pytest.skip("shellcheck not installed (apt-get install shellcheck)")
     lint = subprocess.run(["shellcheck", str(REPO / script)], capture_output=True, text=True, timeout=60)
     assert lint.returncode == 0, lint.stdout
+
+
+def test_test_only_packages_are_pinned_and_stay_out_of_the_image() -> None:
+    lines = (REPO / "requirements-test.txt").read_text(encoding="utf-8").splitlines()
+    pins = dict(line.split("==", 1) for line in lines if line.strip() and not line.startswith("#"))
+    assert pins.get("torchio") == "0.19.1"  # MHub deepcac2's pin: the parity test runs the published pipeline
+    assert not {"torch", "torchvision"} & set(pins)
+    assert "--no-deps -r requirements-test.txt" in (REPO / "Makefile").read_text(encoding="utf-8")
+    assert "requirements-test" not in " ".join(instructions("COPY") + instructions("RUN"))

@@ -266,7 +266,7 @@ def test_as_published_skips_windows_without_heart() -> None:
 
 
 def _torchio_mask_start(first: int, last: int, size: int) -> int:
-    """torchio CropOrPad(mask_name=...) on one axis, as its source reads (re-implemented here)."""
+    """torchio CropOrPad(mask_name=...) on one axis, as its documentation states it (re-implemented here)."""
     centre = (first + last + 1) / 2
     if (size % 2 == 0) ^ (centre % 1 == 0):
         centre -= 0.5
@@ -276,8 +276,16 @@ def _torchio_mask_start(first: int, last: int, size: int) -> int:
 @pytest.mark.parametrize("size", [256, 58, 57])
 @pytest.mark.parametrize(("first", "last"), [(10, 90), (10, 91), (0, 0), (200, 411), (3, 4)])
 def test_heart_box_start_follows_torchio(size: int, first: int, last: int) -> None:
-    # on a grid already at the target spacing, the heart's CT-index centre is (first + last) / 2
-    assert dc.heart_start((first + last) / 2, 0.7, 0.7, size) == _torchio_mask_start(first, last, size)
+    assert dc.box_start(first, last + 1, size) == _torchio_mask_start(first, last, size)
+
+
+def test_box_starts_around_the_masks_bounding_box() -> None:
+    mask = np.zeros((30, 300, 300), bool)
+    assert dc.mask_box_start(mask) is None
+    mask[5:12, 40:90, 250:300] = True  # centres 8.5, 65, 275
+    assert dc.mask_box_start(mask) == (-21, -63, 147)  # 8.5 - 29 -> -20.5 down to -21; 65 - 128; 275 - 128
+    assert dc.cut(np.arange(6).reshape(1, 1, 6), (0, 0, -2), (1, 1, 4)).ravel().tolist() == [0, 0, 0, 1]
+    assert dc.paste(np.ones((1, 1, 4), np.uint8), (0, 0, -2), (1, 1, 3)).ravel().tolist() == [1, 1, 0]
 
 
 @pytest.mark.parametrize(("n", "size", "start"), [(300, 256, 22), (301, 256, 23), (200, 256, -28), (201, 256, -28)])
@@ -286,54 +294,88 @@ def test_box_without_heart_is_centred_as_torchio_does(n: int, size: int, start: 
 
 
 def test_resampled_grid_is_torchios() -> None:
-    assert dc.resampled_shape((300, 512, 512), (0.625, 0.7, 0.7)) == (75, 512, 512)
-    assert dc.resampled_shape((61, 512, 512), (2.5, 0.6, 0.6)) == (61, 439, 439)
+    ct = dc.nifti_geometry((0.625, 0.7, 0.7), (-10.0, 20.0, 30.0))
+    shape, grid = dc.resampled_grid((300, 512, 512), ct)
+    assert shape == (75, 512, 512) and grid.spacing_xyz == (0.7, 0.7, 2.5)
+    # the first voxel's edge on the scan's edge: its centre half a target voxel in from the scan's edge
+    assert grid.origin_lps[2] == pytest.approx(30.0 - 0.3125 + 1.25)
+    assert grid.origin_lps[0] == pytest.approx(-10.0)
+    assert dc.resampled_grid((61, 512, 512), dc.nifti_geometry((2.5, 0.6, 0.6), (0, 0, 0)))[0] == (61, 439, 439)
+    # the NIfTI's float32 geometry
+    assert dc.nifti_geometry((2.5, 0.7, 0.7), (0.1, 0, 0)).spacing_xyz[0] == float(np.float32(0.7))
 
 
-def test_resample_box_is_linear_interpolation_on_torchios_grid() -> None:
+def test_resampling_is_linear_and_follows_the_pixel_type() -> None:
     rng = np.random.default_rng(1)
-    hu = rng.normal(0, 300, size=(20, 40, 36)).astype(np.float32)
-    crop = dc.Crop(start=(-3, 5, -7), grid_shape=(13, 33, 30), spacing_zyx=(1.25, 0.58, 0.58), centre="test",
-                   size=(18, 40, 40))
-    box = dc.resample_box(hu, crop)
+    hu = rng.normal(0, 300, size=(12, 20, 18)).astype(np.float32)
+    ct = dc.Geometry((0.58, 0.58, 1.25), (0.0, 0.0, 0.0))
+    shape, grid = dc.resampled_grid(hu.shape, ct)
+    out = sitk_array(dc.resample(dc.as_image(hu, ct), shape, grid))
     # independent: source index (j + 0.5) * t / s - 0.5, edge value within half a voxel, 0 beyond
-    coords = [(np.arange(b) + s0 + 0.5) * t / s - 0.5
-              for b, s0, t, s in zip(crop.size, crop.start, crop.target_zyx, crop.spacing_zyx)]
-    grid = np.meshgrid(*coords, indexing="ij")
-    expected = ndimage.map_coordinates(hu, grid, order=1, mode="nearest")
-    inside = np.ones(box.shape, bool)
+    coords = [(np.arange(n) + 0.5) * t / s - 0.5 for n, t, s in zip(shape, dc.SPACING_ZYX, (1.25, 0.58, 0.58))]
+    expected = ndimage.map_coordinates(hu, np.meshgrid(*coords, indexing="ij"), order=1, mode="nearest")
+    inside = np.ones(shape, bool)
     for axis, (c, n) in enumerate(zip(coords, hu.shape)):
-        shape = [1, 1, 1]
-        shape[axis] = -1
-        inside &= ((c >= -0.5) & (c < n - 0.5)).reshape(shape)
-    np.testing.assert_allclose(box, np.where(inside, expected, 0.0), atol=1e-3)
-    assert box[0].max() == 0.0  # z index -3 lies outside the scan: padded with 0
+        view = [1, 1, 1]
+        view[axis] = -1
+        inside &= ((c >= -0.5) & (c < n - 0.5)).reshape(view)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, np.where(inside, expected, 0.0), atol=1e-3)
+    # int16 stays int16, cast toward zero: 10 and 13 -> 10.75 -> 10; -10 and -13 -> -10.75 -> -10
+    pair = np.array([[[10, 13, -10, -13]]], np.int16)
+    coarse = dc.Geometry((1.4, 0.7, 2.5), (0.0, 0.0, 0.0))
+    shape, grid = dc.resampled_grid(pair.shape, coarse)
+    as_float = sitk_array(dc.resample(dc.as_image(pair.astype(np.float32), coarse), shape, grid)).ravel()
+    as_int16 = sitk_array(dc.resample(dc.as_image(pair, coarse), shape, grid)).ravel()
+    assert as_float[1:3].tolist() == [10.75, 12.25] and as_int16[1:3].tolist() == [10, 12]
+    assert as_float[5] == -10.75 and as_int16[5] == -10 and as_int16.dtype == np.int16
+    assert dc.stored_pixels(np.array([1.5, -2.5, 40000.0]), "int16").tolist() == [2, -2, 32767]
+
+
+def sitk_array(image: Any) -> np.ndarray:
+    import SimpleITK as sitk
+
+    return sitk.GetArrayFromImage(image)
 
 
 def test_normalise_clips_then_rescales_to_unit_range() -> None:
     box = np.array([[[-1000.0, -135.0, 0.0, 500.0, 2000.0, 250.0]]], dtype=np.float32)
     out = dc.normalise(box)
+    assert out.dtype == np.float32
     np.testing.assert_allclose(out.ravel(), [0.0, 0.0, 135 / 635, 1.0, 1.0, 385 / 635], atol=1e-6)
+    np.testing.assert_array_equal(dc.normalise(box.astype(np.int16)), out)  # int16: clamped as integers
     with pytest.raises(ValueError, match="one intensity"):
         dc.normalise(np.full((2, 2, 2), 900.0, np.float32))
 
 
+def _prepared(ct_shape: tuple[int, int, int], spacing_zyx: tuple[float, float, float], start: tuple[int, int, int],
+              size: tuple[int, int, int], origin: tuple[float, float, float] = (-3.3, 7.1, 12.9)) -> dc.Prepared:
+    ct = dc.nifti_geometry(spacing_zyx, origin)
+    shape, grid = dc.resampled_grid(ct_shape, ct)
+    crop = dc.Crop(start, shape, spacing_zyx, "test", size=size)
+    return dc.Prepared(np.zeros(size, np.float32), None, crop, grid, ct, ct_shape)
+
+
 def test_box_back_on_the_ct_grid_by_nearest_neighbour() -> None:
-    crop = dc.Crop(start=(2, -3, 4), grid_shape=(10, 20, 20), spacing_zyx=dc.SPACING_ZYX, centre="test",
-                   size=(4, 8, 8))
-    box = np.zeros(crop.size, bool)
+    prepared = _prepared((10, 20, 20), dc.SPACING_ZYX, (2, -3, 4), (4, 8, 8))
+    box = np.zeros(prepared.crop.size, bool)
     box[1, 4, 2] = True
-    out = dc.to_ct_grid(box, crop, (10, 20, 20))
+    out = dc.to_ct_grid(box, prepared)
     assert out.dtype == np.uint8 and out.sum() == 1 and out[3, 1, 6] == 1  # box index + start
     # a coarser CT: each CT voxel takes the box voxel its centre falls in
-    crop = dc.Crop(start=(0, 0, 0), grid_shape=(8, 8, 8), spacing_zyx=(5.0, 1.4, 1.4), centre="test", size=(8, 8, 8))
-    box = np.zeros(crop.size, bool)
-    box[2, 3, 5] = True  # CT z 1 covers box z 2-3 (centre at 3.5 -> 3); y, x 1.4 mm -> box 2k+1
-    out = dc.to_ct_grid(box, crop, (4, 4, 4))
-    assert out.sum() == 0
+    # z: CT slice 1 sits on the edge between box slices 2 and 3 (continuous index 2.5, exact in binary
+    # with origin 0): SimpleITK rounds half up, to 3; y, x: (j + 0.5) * 1.5 / 0.7 - 0.5 rounds to 3 and 5
+    prepared = _prepared((4, 4, 4), (5.0, 1.5, 1.5), (0, 0, 0), (8, 8, 8), origin=(0.0, 0.0, 0.0))
+    box = np.zeros(prepared.crop.size, bool)
+    box[2, 3, 5] = True
+    assert dc.to_ct_grid(box, prepared).sum() == 0
     box[3, 3, 5] = True
-    out = dc.to_ct_grid(box, crop, (4, 4, 4))
+    out = dc.to_ct_grid(box, prepared)
     assert out.sum() == 1 and out[1, 1, 2] == 1
+    # torchio's inverse crop moves the origin there and back: the same grid, up to float steps
+    moved = dc.uncropped_grid(prepared.grid, (-5, 17, 200))
+    np.testing.assert_allclose(moved.origin_lps, prepared.grid.origin_lps, atol=1e-9)
+    assert moved.spacing_xyz == prepared.grid.spacing_xyz and moved.direction == prepared.grid.direction
 
 
 def test_mapped_mask_keeps_whole_bright_regions_touching_the_prediction_per_slice() -> None:
@@ -451,10 +493,17 @@ def test_random_weights_run_end_to_end_on_a_phantom(phantom, tmp_path: Path) -> 
     assert extra["heart_from"] == "image"
     # the mapped mask holds only >= 130 HU voxels
     assert np.all(phantom.hu[labels.array > 0] >= 130)
-    # a known box: the crop's start follows the heart region's centre
-    centre = instance.anatomy.region_centre()
-    assert extra["crop"]["start_zyx"] == [dc.heart_start(c, s, t, b) for c, s, t, b in
-                                          zip(centre, phantom.spacing_zyx, dc.SPACING_ZYX, dc.BOX_ZYX)]
+    # a known box: around the bounding box of the heart region resampled to 0.7 x 0.7 x 2.5 mm
+    region = instance.anatomy.full("region")
+    ct = dc.nifti_geometry(phantom.spacing_zyx, phantom.origin_lps)
+    shape, grid = dc.resampled_grid(phantom.hu.shape, ct)
+    resampled = sitk_array(dc.resample(dc.as_image(region.astype(np.uint8), ct), shape, grid, nearest=True)) > 0
+    assert extra["crop"]["start_zyx"] == list(dc.mask_box_start(resampled))
+    assert extra["crop"]["pixel_type"] == "int16" == volume.pixel_type  # integer HU: the NIfTI's int16
+    block = instance.report["deepcac2"]
+    assert block["localiser"] == "image" and block["published_configuration"] is False
+    assert any("heart from image" in d for d in block["differences"])
+    assert not any("edge_windows" in d for d in block["differences"])
     json.dumps(extra)  # the report can carry it
     module("AgatstonCalculator", guard="on").run(instance, ctx)
     assert instance.scores is not None
@@ -469,10 +518,16 @@ def test_without_a_heart_region_the_box_is_centred_on_the_volume(tmp_path: Path,
     hu[:, 30:50, 30:50] = 400
     ctx = Context(input_dir=tmp_path, output_dir=tmp_path, config={})
     instance = Instance(key="k", volume=Volume(hu=hu, spacing_zyx=(2.5, 0.7, 0.7), origin_lps=(0, 0, 0)))
-    runner = module("DeepCac2Runner", weights=str(path), features=list(SMALL), device="cpu", batch_size=16)
-    runner.setup(ctx)
-    runner.run(instance, ctx)
-    crop = instance.labels.extra["crop"]
-    assert crop["centred_on"] == "volume centre" and crop["start_zyx"] == [-17, -88, -88]
-    assert instance.labels.extra["windows"] == 343
-    assert any("centred on the volume" in w for w in instance.warnings)
+    for edge_windows, windows in (("predict", 343), ("as_published", 0)):  # as published: an empty heart, no window
+        instance = Instance(key="k", volume=Volume(hu=hu, spacing_zyx=(2.5, 0.7, 0.7), origin_lps=(0, 0, 0)))
+        runner = module("DeepCac2Runner", weights=str(path), features=list(SMALL), device="cpu", batch_size=16,
+                        edge_windows=edge_windows)
+        runner.setup(ctx)
+        runner.run(instance, ctx)
+        crop = instance.labels.extra["crop"]
+        assert crop["centred_on"] == "volume centre" and crop["start_zyx"] == [-17, -88, -88]
+        assert instance.labels.extra["windows"] == windows
+        assert any("centred on the volume" in w for w in instance.warnings)
+        differences = instance.report["deepcac2"]["differences"]
+        assert any("heart from none" in d for d in differences)
+        assert any("edge_windows predict" in d for d in differences) == (edge_windows == "predict")

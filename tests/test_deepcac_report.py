@@ -103,7 +103,7 @@ def test_deepcac2_workflow_end_to_end_from_dicom(tmp_path: Path, monkeypatch: py
     out = tmp_path / "out"
     code = main(["run", "--input", str(tmp_path / "in" / "dicom"), "--output", str(out), "--workflow", "deepcac2",
                  "--quiet", "--set", "modules.DeepCac2Runner.features=[4, 8, 16, 32]",
-                 "--set", "modules.DeepCac2Runner.device=cpu", "--set", "modules.DeepCac2Runner.edge_windows=as_published",
+                 "--set", "modules.DeepCac2Runner.device=cpu",  # edge_windows: as_published by default
                  "--set", "modules.DeepCac2Runner.batch_size=8", "--set", "modules.DsegConverter.empty=write"])
     assert code == 0
     [report_path] = out.glob("*/report.json")
@@ -111,6 +111,11 @@ def test_deepcac2_workflow_end_to_end_from_dicom(tmp_path: Path, monkeypatch: py
     assert report["status"] == "scored", report["reason"]
     assert report["segmentation"]["source"] == "model:deepcac2" and len(report["segmentation"]["sha256"]) == 64
     assert report["heart"]["method"] == "image"
+    # the report names the localiser and each departure from the published configuration
+    block = report["deepcac2"]
+    assert block["localiser"] == "image" and block["edge_windows"] == "as_published" and block["pixel_type"] == "int16"
+    assert block["published_configuration"] is False
+    assert [d.split(" ")[0] for d in block["differences"]] == ["heart", "network"]
     parity = json.loads((report_path.parent / "DeepCAC.report.json").read_text())
     assert set(parity) == {"SeriesInstanceUID", "PatientID", "Predicted Agatston Score", "Predicted Risk Group"}
     assert parity["PatientID"] == "PHANTOM-004250" and parity == report["deepcac_report"]

@@ -48,6 +48,17 @@ def test_hu_rescale_padding_and_geometry_are_exact(tmp_path, make_ct):
     assert volume.direction == pytest.approx((1, 0, 0, 0, 1, 0, 0, 0, 1))
     assert volume.sop_instance_uids[0] is not None and len(set(volume.sop_instance_uids)) == 12
     assert volume.acquisition["kvp"] == 120.0 and volume.acquisition["kernel_class"] == "soft"
+    assert volume.stored_dtype == "int16" == volume.pixel_type  # integer slope and intercept: a NIfTI's int16
+
+
+def test_stored_pixel_type_follows_the_rescale_not_later_resampling(tmp_path, make_ct):
+    make_ct(tmp_path / "f", hu=ball_volume(inside=300.5), rescale_slope=0.5, rescale_intercept=-1024.0)
+    volume, _ = assemble(only_series(tmp_path / "f"))
+    assert volume.stored_dtype == "float32" and volume.hu.dtype == np.float32  # half HU: float32 storage
+    make_ct(tmp_path / "t", hu=tilted_ball(20.0, (3.0, 4.0, 0.0)), spacing=(2.0, 1.0, 1.0),
+            origin=(-20.0, -20.0, -30.0), gantry_tilt_deg=20.0)
+    volume, _ = assemble(only_series(tmp_path / "t"))
+    assert volume.resampled and volume.hu.dtype == np.float32 and volume.stored_dtype == "int16"
 
 
 def test_sitk_image_matches_simpleitk_reader(tmp_path, make_ct):

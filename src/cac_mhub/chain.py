@@ -140,6 +140,8 @@ class Instance:
     labels: Labels | None = None
     anatomy: Any = None
     """Heart region and the masks around it (:class:`cac_mhub.anatomy.Anatomy`), when located."""
+    heart_mask: Any = None
+    """A heart model's own mask on the CT grid (bool), as the model drew it (HeartLocator with a model)."""
     scores: Any = None
     """Result of the scoring module (an object with ``to_dict()``)."""
     status: str = "ok"
@@ -165,6 +167,7 @@ class Instance:
         self.volume = None
         self.labels = None
         self.anatomy = None
+        self.heart_mask = None
         # a selected CT's headers are no longer needed; unselected series (an input SEG, say)
         # stay whole in ctx.shared["catalog"] for the instances that come after them
         if self.series is not None and self.series.selected:

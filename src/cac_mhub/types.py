@@ -66,6 +66,15 @@ class Volume:
     """kVp, kernel, manufacturer, contrast flag, ... (see :mod:`cac_mhub.dicom.volume`)."""
     resampled: bool = False
     """True when the array is not the original slices (tilt correction, gap filling)."""
+    stored_dtype: str = ""
+    """Pixel type a NIfTI of the series holds: ``int16`` when every slice's HU are integers in range
+    (integer rescale of integer pixels: MHub's converter keeps them as int16), else ``float32``;
+    empty: not from DICOM (see :attr:`pixel_type`)."""
+
+    @property
+    def pixel_type(self) -> str:
+        """``stored_dtype``, else the array's own type (int16 or float32)."""
+        return self.stored_dtype or ("int16" if self.hu.dtype == np.int16 else "float32")
 
     @property
     def increment(self) -> float:

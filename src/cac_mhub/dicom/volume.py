@@ -258,6 +258,7 @@ def assemble(series: Series, rules: GeometryRules = GeometryRules()) -> tuple[Vo
     tilt_deg = float(np.degrees(np.arccos(np.clip(abs(stack_dir @ normal), -1, 1))))
     irregular = np.abs(gaps - increment) > rules.spacing_tolerance * increment + 0.01
     hu_stack = np.stack(arrays)
+    stored_dtype = "int16" if hu_stack.dtype == np.int16 else "float32"  # before any resampling below
     if hu_stack.dtype != np.int16 or irregular.any() or tilt_deg > rules.tilt_tolerance_deg:
         hu_stack = hu_stack.astype(np.float32)
     resampled = False
@@ -289,6 +290,7 @@ def assemble(series: Series, rules: GeometryRules = GeometryRules()) -> tuple[Vo
             sop_instance_uids=uids,
         )
     volume.resampled = volume.resampled or resampled
+    volume.stored_dtype = stored_dtype
     volume.hu = _compact(volume.hu)
     volume.slice_thickness = validate.number(series.first, "SliceThickness")
     volume.acquisition = acquisition_info(series)

@@ -18,8 +18,12 @@ class HeartLocator(Module):
     options: ClassVar[dict[str, Option]] = {
         "method": Option(str, "image", "how the heart is found: image (lungs, body, bone, aorta from HU); "
                          "nnunet (heart_model draws the heart); totalsegmentator (its installed weights draw it; "
-                         "never downloaded)", choices=("image", "nnunet", "totalsegmentator")),
-        "heart_model": Option(str, "", "method nnunet: an nnU-Net v2 model folder with a heart label"),
+                         "never downloaded); platipy (platipy's nnU-Net v1 Task400_OPEN_HEART_1FOLD, DeepCAC2's "
+                         "published localiser; installed by you, never downloaded)",
+                         choices=("image", "nnunet", "totalsegmentator", "platipy")),
+        "heart_model": Option(str, "", "method nnunet: an nnU-Net v2 model folder with a heart label; method "
+                              "platipy: the folder holding nnUNet/3d_lowres/Task400_OPEN_HEART_1FOLD (empty: "
+                              "$RESULTS_FOLDER, ~/.platipy/nnUNet_models)"),
         "heart_label": Option((int, type(None)), None, "label value of the heart; null: the label named 'heart'"),
         "heart_axes": Option(str, "ras", "method nnunet: array order the model was trained on: ras (RAS NIfTI, "
                              "as TotalSegmentator) or native (this project's DICOM order)", choices=("ras", "native")),
@@ -57,6 +61,7 @@ class HeartLocator(Module):
         if self.heart is not None:  # body, bone, aorta from the image; the heart from the model
             mask = self.heart.segment(volume.hu, volume.spacing_zyx, volume.direction)
             anatomy = with_heart_mask(anatomy, mask, self.heart.source)
+            instance.heart_mask = mask  # as drawn: DeepCAC2 crops around it as published
         instance.anatomy = anatomy
         summary = {"method": self.heart.source if self.heart is not None else "image", **anatomy.summary(),
                    **(self.heart.describe() if self.heart is not None else {})}

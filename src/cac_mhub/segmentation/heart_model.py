@@ -155,8 +155,12 @@ class HeartModel:
 
 
 def load_heart_model(method: str, folder: str = "", label: int | None = None, device: str = "auto",
-                     axes: str = "ras") -> HeartModel:
-    """The heart model of HeartLocator's ``method`` (nnunet: ``folder``; totalsegmentator: detected)."""
+                     axes: str = "ras") -> Any:
+    """The heart model of HeartLocator's ``method`` (nnunet: ``folder``; totalsegmentator, platipy: detected)."""
+    if method == "platipy":  # DeepCAC2's published localiser (nnU-Net v1; its own device choice)
+        from .platipy_heart import PlatipyHeartModel
+
+        return PlatipyHeartModel(folder)
     if method == "totalsegmentator":
         return HeartModel(find_totalsegmentator_model(), label, device, "ras", "totalsegmentator")
     if not folder:
