@@ -60,7 +60,7 @@ class NonCoronaryResult:
 
     @property
     def tac(self) -> SiteScore:
-        parts = [self.sites[name] for name in AORTA_SITES]
+        parts = [self.sites[name] for name in AORTA_SITES if self.delineated.get(name)]
         return SiteScore(sum(p.agatston for p in parts), sum(p.volume_mm3 for p in parts),
                          sum(p.lesions for p in parts), sum(p.candidates for p in parts))
 
