@@ -253,3 +253,26 @@ def test_nothing_about_the_patient_is_logged(tmp_path: Path, caplog: pytest.LogC
     assert instance.report["percentile"]["patient"]["age_years"] == 71.0
     text = caplog.text
     assert "071Y" not in text and "19350611" not in text and " 71" not in text
+
+
+def test_noise_does_not_become_calcium(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Low-dose or sharp-kernel noise puts thousands of blood voxels over 130 HU: a candidate must peak
+    5 noise SDs above the blood pool; the real aortic plaques stay."""
+    import cac_mhub.anatomy.noncoronary as N
+
+    quiet = generate_thorax(7, **{**KW, "noise_hu": 15.0})
+    noisy = generate_thorax(7, **{**KW, "noise_hu": 55.0})  # same anatomy and plaques, more noise
+    found = {}
+    for name, phantom in (("quiet", quiet), ("noisy", noisy)):
+        anatomy = analyse(phantom.hu, phantom.spacing_zyx)
+        found[name] = find_sites(phantom.hu, anatomy, coronary=phantom.labels)
+    assert found["quiet"].noise["candidate_peak_min_hu"] == 130.0 and found["quiet"].noise["faint_candidates_left_out"] == 0
+    noise = found["noisy"].noise
+    assert noise["noise_sd_hu"] == pytest.approx(55.0, rel=0.2) and noise["candidate_peak_min_hu"] > 300
+    assert noise["faint_candidates_left_out"] > 1000 and any("noisy image" in n for n in found["noisy"].notes)
+    aorta = [s for s in SITES if s.startswith("aorta")]
+    assert [found["noisy"].candidates[s] for s in aorta] == [found["quiet"].candidates[s] for s in aorta]
+    assert found["noisy"].candidates["aortic_valve"] + found["noisy"].candidates["mitral_annulus"] <= 2
+    monkeypatch.setattr(N, "NOISE_SD", 0.0)
+    anatomy = analyse(noisy.hu, noisy.spacing_zyx)
+    assert find_sites(noisy.hu, anatomy, coronary=noisy.labels).candidates["mitral_annulus"] > 100

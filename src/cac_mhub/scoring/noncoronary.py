@@ -57,6 +57,8 @@ class NonCoronaryResult:
     avc_category: str | None
     """``likely severe aortic stenosis`` / ``below the severe aortic stenosis threshold`` / None (sex unknown)."""
     avc_category_note: str = ""
+    noise: dict[str, Any] = field(default_factory=dict)
+    """Blood pool HU, noise SD, the peak a candidate needed (see :mod:`cac_mhub.anatomy.noncoronary`)."""
 
     @property
     def tac(self) -> SiteScore:
@@ -84,6 +86,7 @@ class NonCoronaryResult:
             "avc_thresholds_au": dict(AVC_SEVERE_AU),
             "avc_thresholds_source": AVC_SOURCE,
             "notes": list(self.notes),
+            "noise": dict(self.noise),
             "in_coronary_total": False,
         }
 
@@ -124,7 +127,7 @@ def score_sites(hu: np.ndarray, spacing_zyx: Sequence[float], sites: NonCoronary
                                   sites.candidates.get(name, 0), rows)
     category, note = avc_category(results["aortic_valve"].agatston if sites.delineated.get("aortic_valve") else None,
                                   sex, ecg_gated)
-    return NonCoronaryResult(results, dict(sites.delineated), list(sites.notes), category, note)
+    return NonCoronaryResult(results, dict(sites.delineated), list(sites.notes), category, note, dict(sites.noise))
 
 
 def avc_category(agatston: float | None, sex: str | None, ecg_gated: bool | None) -> tuple[str | None, str]:
