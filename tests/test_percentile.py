@@ -161,5 +161,6 @@ def test_module_reports_the_band_or_why_not_and_fills_the_cohort_columns(tmp_pat
                        scores=Scores())
     module("CacPercentile").run(unknown, ctx)
     assert unknown.report["percentile"]["band"] is None
-    assert unknown.report["percentile"]["reason"].startswith("age unknown: no age: PatientAge missing")
+    assert unknown.report["percentile"]["reason"] == ("no age: PatientAge missing; PatientBirthDate missing or "
+                                                      "malformed")
     assert unknown.report["_columns"]["cac_percentile"] is None

@@ -31,8 +31,8 @@ class CacPercentile(Module):
         score = getattr(instance.scores, "agatston", None)
         result = percentile(score, person.age_years, person.sex, NOT_GIVEN if race == "not_given" else race)
         reason = result.reason
-        if result.band is None and person.problems:
-            reason = f"{reason}: {'; '.join(person.problems)}"
+        if result.band is None and person.problems and reason.startswith(("age unknown", "sex unknown")):
+            reason = "; ".join(person.problems)  # which attribute was missing or implausible, and why
         instance.report["percentile"] = {**result.to_dict(), "reason": reason, "patient": person.to_dict()}
         instance.report.setdefault("_columns", {}).update({
             "age": None if person.age_years is None else round(person.age_years, 1),
