@@ -142,3 +142,24 @@ def test_browser_screenshot_is_not_blank(small_run: Path, tmp_path: Path) -> Non
     assert pixels.std() > 10  # text, bars and a table, not a blank page
     colours = np.asarray(Image.open(png).convert("RGB")).reshape(-1, 3)
     assert len(np.unique(colours[::7], axis=0)) > 20
+
+
+def test_dashboard_shows_noncoronary_scores_and_the_percentile_and_links_outcomes(tmp_path: Path) -> None:
+    rows = [{"key": "a", "status": "scored", "agatston": "12.5", "avc_agatston": "2100.44", "mac_agatston": "33.06",
+             "tac_agatston": "250.5", "cac_percentile": "75-90"},
+            {"key": "b", "status": "scored", "agatston": "0", "avc_agatston": "", "mac_agatston": "0",
+             "tac_agatston": "0", "cac_percentile": ""}]
+    encoded = D.encode_rows(rows)
+    keys = [c["key"] for c in encoded["columns"]]
+    first = dict(zip(keys, encoded["rows"][0]))
+    assert first["avc"] == 2100.44 and first["mac"] == 33.06 and first["tac"] == 250.5
+    assert encoded["strings"][first["percentile"]] == "75-90"
+    assert dict(zip(keys, encoded["rows"][1]))["avc"] is None  # not delineated: empty, never 0
+    labels = {c["key"]: c["label"] for c in encoded["columns"]}
+    assert (labels["avc"], labels["mac"], labels["tac"], labels["percentile"]) == ("AVC", "MAC", "TAC", "MESA percentile")
+    (tmp_path / "cohort.csv").write_text("key,status,agatston\na,scored,1\n")
+    D.write_dashboard(tmp_path)
+    assert "outcomes.html" not in (tmp_path / "dashboard.html").read_text()
+    (tmp_path / "outcomes.html").write_text("<html></html>")
+    D.write_dashboard(tmp_path)
+    assert "<a href='outcomes.html'>" in (tmp_path / "dashboard.html").read_text()

@@ -50,6 +50,8 @@ REGISTRY: dict[str, str] = {
     "SegmentationImporter": "cac_mhub.modules.segmentation_importer:SegmentationImporter",
     "DeepCac2Runner": "cac_mhub.modules.deepcac2_runner:DeepCac2Runner",
     "DeepCacReportExporter": "cac_mhub.modules.deepcac_report:DeepCacReportExporter",
+    "NonCoronaryCalcium": "cac_mhub.modules.noncoronary_calcium:NonCoronaryCalcium",
+    "CacPercentile": "cac_mhub.modules.cac_percentile:CacPercentile",
 }
 
 

@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # the cohort engine (pydicom, sqlite) is imported by `run` on
 log = logging.getLogger("cac_mhub")
 
 PLUGINS = ("cac_mhub.segmentation.command", "cac_mhub.phantom.command", "cac_mhub.stats.command",
-           "cac_mhub.report.command", "cac_mhub.pacs.command")
+           "cac_mhub.stats.outcomes_command", "cac_mhub.report.command", "cac_mhub.pacs.command")
 LOG_NAME = "cac-mhub.log"
 EXIT_CONFIG, EXIT_RUN, EXIT_INTERRUPTED = 2, 3, 130
 

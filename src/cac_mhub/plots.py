@@ -15,6 +15,11 @@ ARTERY_COLOURS = {"LM": "#ff3b30", "LAD": "#34c759", "LCX": "#0a84ff", "RCA": "#
 #: Heart region outline and excluded (not scored) candidates.
 REGION_COLOUR = "#5ac8fa"
 EXCLUDED_COLOUR = "#ff9500"
+#: Non-coronary calcium (reported apart, never in the coronary score): aortic valve, mitral annulus, aorta.
+NONCORONARY_COLOURS = {"aortic_valve": "#bf5af2", "mitral_annulus": "#a2845e", "aorta_ascending": "#00c7be",
+                       "aorta_arch": "#00c7be", "aorta_descending": "#00c7be"}
+NONCORONARY_LEGEND = {"#bf5af2": "aortic valve (apart)", "#a2845e": "mitral annulus (apart)",
+                      "#00c7be": "thoracic aorta (apart)"}
 
 
 def lesion_overview(
@@ -28,6 +33,7 @@ def lesion_overview(
     region: np.ndarray | None = None,
     excluded: Mapping[str, np.ndarray] | None = None,
     max_excluded_slices: int = 3,
+    noncoronary: Mapping[str, np.ndarray] | None = None,
 ) -> bytes:
     """PNG of the axial slices with the most Agatston score, scored calcium outlined by artery.
 
@@ -35,7 +41,9 @@ def lesion_overview(
     (or the calcium) with a margin, so small plaques stay visible. ``region`` (the heart region,
     outlined in light blue) and ``excluded`` (reason -> label map of the candidates the guard
     left out) add a second row: the slices where most was excluded, each candidate outlined in
-    orange and named by its reason. A series without calcium shows the middle of the region.
+    orange and named by its reason. ``noncoronary`` (site -> map of the aortic valve, mitral
+    annulus and aorta calcium scored apart) adds a third row in the sites' own colours. A series
+    without calcium shows the middle of the region.
     """
     import matplotlib
 
@@ -52,20 +60,25 @@ def lesion_overview(
     chosen = sorted(sorted(per_slice, key=per_slice.get, reverse=True)[:max_slices])
     excluded = {k: v for k, v in (excluded or {}).items() if v is not None and v.any()}
     excluded_slices = _busiest_slices(excluded, hu, threshold, max_excluded_slices)
-    if not chosen and not excluded_slices:
+    noncoronary = {k: v for k, v in (noncoronary or {}).items() if v is not None and v.any()}
+    apart_slices = _busiest_slices(noncoronary, hu, threshold, max_excluded_slices)
+    if not chosen and not excluded_slices and not apart_slices:
         chosen = [_middle_slice(region, hu.shape[0])]
-    panels = [(z, "scored") for z in chosen] + [(z, "excluded") for z in excluded_slices]
-    columns = min(3, max(len(chosen), len(excluded_slices), 1))
-    rows = int(np.ceil(len(chosen) / columns)) + int(np.ceil(len(excluded_slices) / columns))
+    panels = [(z, "scored") for z in chosen] + [(z, "excluded") for z in excluded_slices] + \
+        [(z, "apart") for z in apart_slices]
+    columns = min(3, max(len(chosen), len(excluded_slices), len(apart_slices), 1))
+    rows = sum(int(np.ceil(len(group) / columns)) for group in (chosen, excluded_slices, apart_slices))
     figure, axes = plt.subplots(rows, columns, figsize=(4.2 * max(columns, 2), 4.6 * rows + 0.8), squeeze=False,
                                 layout="constrained")
     union = labels > 0
-    for array in excluded.values():
+    for array in (*excluded.values(), *noncoronary.values()):
         union = union | (array > 0)
     (y0, y1), (x0, x1) = _crop_box(region if region is not None and region.any() else union, hu.shape, spacing_zyx)
     flat = list(axes.ravel())
-    slots = list(range(len(chosen))) + [int(np.ceil(len(chosen) / columns)) * columns + i
-                                        for i in range(len(excluded_slices))]
+    second = int(np.ceil(len(chosen) / columns)) * columns
+    third = second + int(np.ceil(len(excluded_slices) / columns)) * columns
+    slots = list(range(len(chosen))) + [second + i for i in range(len(excluded_slices))] + \
+        [third + i for i in range(len(apart_slices))]
     for slot, (z, kind) in zip(slots, panels):
         axis = flat[slot]
         axis.imshow(hu[z, y0:y1, x0:x1], cmap="gray", vmin=-200, vmax=600, interpolation="nearest")
@@ -79,6 +92,14 @@ def lesion_overview(
         if kind == "scored":
             axis.set_title(f"slice {z}: Agatston {per_slice[z]:.1f}" if z in per_slice else f"slice {z}: no calcium",
                            fontsize=9)
+        elif kind == "apart":
+            found = []
+            for site, array in noncoronary.items():
+                cut = (array[z, y0:y1, x0:x1] > 0) & (hu[z, y0:y1, x0:x1] >= threshold)
+                if cut.any():
+                    axis.contour(cut, levels=[0.5], colors=[NONCORONARY_COLOURS.get(site, "#bf5af2")], linewidths=1.2)
+                    found.append(site.replace("_", " "))
+            axis.set_title(f"slice {z}: non-coronary, apart ({', '.join(found)})", fontsize=8, color="#6e3d8c")
         else:
             reasons = []
             for reason, array in excluded.items():
@@ -103,6 +124,8 @@ def lesion_overview(
         handles.append(Line2D([0], [0], color=REGION_COLOUR, linestyle="dashed", label="heart region"))
     if excluded:
         handles.append(Patch(color=EXCLUDED_COLOUR, label="not scored (guard)"))
+    for colour in dict.fromkeys(NONCORONARY_COLOURS.get(site, "#bf5af2") for site in noncoronary):
+        handles.append(Patch(color=colour, label=NONCORONARY_LEGEND.get(colour, "non-coronary")))
     figure.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8, frameon=False)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90)

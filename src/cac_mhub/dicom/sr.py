@@ -12,6 +12,14 @@ Pure functions. The report holds:
   the same measurements. When the SEG has a segment for the artery, the group is a TID 1411
   volumetric group that references that segment (and the source CT series); otherwise a
   TID 1501 group with the artery as finding site.
+* with non-coronary calcium measured (:mod:`cac_mhub.scoring.noncoronary`), one TID 1501 group per
+  site that was delineated, with its own tracking identifier (``AVC``, ``MAC``, ``TAC ascending``,
+  ``TAC arch``, ``TAC descending``, ``TAC total``), finding type heart valve calcification (SCT
+  373136005; valve and annulus) or vascular calcification (aorta), finding site aortic valve (SCT
+  34202007), anulus fibrosus of the mitral orifice (SCT 279174006), ascending aorta (SCT
+  54247002), aortic arch (SCT 57034009), descending aorta (SCT 281130003) or aorta (SCT 15825003),
+  and the Agatston score, calcium volume and lesion count. They never enter the ``CAC total``
+  group; the aortic valve group carries the sex-specific category as a coded evaluation.
 
 The evidence lists every source CT image and the SEG, so the report files into the study and
 a viewer can find both.
@@ -53,6 +61,28 @@ def _concepts() -> dict[str, Any]:
         "mass_hu_mm3": CodedConcept("MASSHU", PRIVATE_SCHEME, "Uncalibrated calcium mass"),
         "lesions": codes.DCM.NumberOfCalcifications,
     }
+
+
+def _noncoronary_sites() -> dict[str, tuple[str, Any, Any]]:
+    """Non-coronary site (report key) -> (tracking identifier, finding site, finding type)."""
+    valve, vessel = codes.SCT.HeartValveCalcification, codes.SCT.VascularCalcification
+    return {
+        "aortic_valve": ("AVC", codes.SCT.AorticValve, valve),
+        "mitral_annulus": ("MAC", codes.SCT.EntireAnulusFibrosusOfMitralOrifice, valve),
+        "aorta_ascending": ("TAC ascending", codes.SCT.AscendingAorta, vessel),
+        "aorta_arch": ("TAC arch", codes.SCT.AorticArch, vessel),
+        "aorta_descending": ("TAC descending", codes.SCT.DescendingAorta, vessel),
+        "tac": ("TAC total", codes.SCT.Aorta, vessel),
+    }
+
+
+def _avc_name() -> Any:
+    from highdicom.sr import CodedConcept
+
+    return CodedConcept("AVCCAT", PRIVATE_SCHEME, "Aortic valve calcium category")
+
+
+_AVC_CODES = {"likely severe aortic stenosis": "AVCSEVERE", "below the severe aortic stenosis threshold": "AVCBELOW"}
 
 
 def _risk_name() -> Any:
@@ -106,12 +136,14 @@ def build_sr(
     seg: Dataset | None = None,
     series_description: str = DEFAULT_SERIES_DESCRIPTION,
     series_number: int = DEFAULT_SERIES_NUMBER,
+    noncoronary: Mapping[str, Any] | None = None,
 ) -> Any:
     """A Comprehensive 3D SR (TID 1500) of ``scores`` (a scoring result or its ``to_dict()``).
 
     ``seg`` (the DICOM SEG written for the same series, header is enough) makes each artery
     group reference its segment; without it (score zero, resampled volume) the groups only
-    name the artery. Every source header becomes evidence.
+    name the artery. ``noncoronary`` (the ``noncoronary`` report block) adds one group per
+    delineated non-coronary site. Every source header becomes evidence.
     """
     import highdicom as hd
 
@@ -168,6 +200,8 @@ def build_sr(
             tracking = hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=f"CAC {name}")
             groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(tracking_identifier=tracking, **common))
 
+    groups.extend(_noncoronary_groups(noncoronary, algorithm_id))
+
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -197,6 +231,37 @@ def build_sr(
         software_versions=algorithm.version,
         coding_schemes=[_private_scheme()],
     )
+
+
+def _noncoronary_groups(block: Mapping[str, Any] | None, algorithm_id: Any) -> list[Any]:
+    """TID 1501 groups of the delineated non-coronary sites (none when nothing was measured)."""
+    import highdicom as hd
+
+    if not block or not block.get("measured"):
+        return []
+    groups = []
+    sites = dict(block.get("sites") or {})
+    if block.get("tac") and block["tac"].get("agatston") is not None:
+        sites["tac"] = {**block["tac"], "delineated": True}
+    for key, (identifier, site, finding) in _noncoronary_sites().items():
+        values = sites.get(key)
+        if not values or not values.get("delineated") or values.get("agatston") is None:
+            continue
+        evaluations = []
+        category = block.get("avc_category") if key == "aortic_valve" else None
+        if category in _AVC_CODES:
+            evaluations.append(hd.sr.QualitativeEvaluation(
+                _avc_name(), hd.sr.CodedConcept(_AVC_CODES[category], PRIVATE_SCHEME, category)))
+        groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=identifier),
+            finding_type=finding,
+            finding_sites=[hd.sr.FindingSite(site)],
+            method=codes.DCM.AgatstonScoringMethod,
+            algorithm_id=algorithm_id,
+            measurements=_measurements(values, algorithm_id),
+            qualitative_evaluations=evaluations or None,
+        ))
+    return groups
 
 
 def _profile_name(data: Mapping[str, Any]) -> str:
@@ -256,15 +321,17 @@ def read_sr(sr: Dataset) -> dict[str, Any]:
     """The numbers of a report written by :func:`build_sr`, in the scores-dict layout.
 
     Returns ``agatston``, ``volume_mm3``, ``mass_mg`` (None when absent), ``mass_hu_mm3``,
-    ``lesion_count``, ``risk_category``, ``cac_drs``, ``per_artery`` {name: {...}} and
-    ``segments`` {name: (SEG SOPInstanceUID, segment number)}.
+    ``lesion_count``, ``risk_category``, ``cac_drs``, ``per_artery`` {name: {...}},
+    ``segments`` {name: (SEG SOPInstanceUID, segment number)} and ``noncoronary`` {site: {...}}
+    (sites as in the report block, ``tac`` for the aorta total; ``avc_category`` when coded).
     """
     import highdicom as hd
 
     document = hd.sr.Comprehensive3DSR.from_dataset(sr, copy=False)
     report = document.content
-    result: dict[str, Any] = {"mass_mg": None, "per_artery": {}, "segments": {}}
+    result: dict[str, Any] = {"mass_mg": None, "per_artery": {}, "segments": {}, "noncoronary": {}}
     names = {c.value: n for n, c in ANATOMY.items()}
+    apart = {identifier: key for key, (identifier, _, _) in _noncoronary_sites().items()}
     for group in report.get_image_measurement_groups() + report.get_volumetric_roi_measurement_groups():
         identifier = str(group.tracking_identifier or "")
         values = _group_values(group)
@@ -277,6 +344,12 @@ def read_sr(sr: Dataset) -> dict[str, Any]:
                     result["risk_category"] = evaluation.value.meaning
                 elif concept == "CACDRS":
                     result["cac_drs"] = evaluation.value.meaning
+            continue
+        if identifier in apart:
+            result["noncoronary"][apart[identifier]] = values
+            for evaluation in group.get_qualitative_evaluations():
+                if evaluation.name.value == "AVCCAT":
+                    result["noncoronary"]["avc_category"] = evaluation.value.meaning
             continue
         name = identifier.removeprefix("CAC ").strip()
         if name not in ANATOMY:

@@ -91,9 +91,11 @@ class ReportExporter(Module):
         anatomy = instance.anatomy
         region = anatomy.full("region") if anatomy is not None and anatomy.found else None
         guarded = instance.report.get("_guard_result")
+        sites = instance.report.get("_noncoronary_sites")
         png = lesion_overview(volume.hu, labels.array, labels.names, instance.scores.to_dict(),
                               volume.spacing_zyx, title=f"series {instance.key[-12:]}", region=region,
-                              excluded=guarded.excluded_maps if guarded is not None else None)
+                              excluded=guarded.excluded_maps if guarded is not None else None,
+                              noncoronary=sites.site_maps(volume.hu.shape) if sites is not None else None)
         target = ctx.output_dir / instance.key / "qc.png"
         atomic_write_bytes(target, png)
         instance.outputs["qc"] = str(target.relative_to(ctx.output_dir))
@@ -198,6 +200,7 @@ class ReportExporter(Module):
         }
         if report["status"] != "pending" and instance.scores is not None and hasattr(instance.scores, "summary_row"):
             row.update(instance.scores.summary_row())
+        row.update(instance.report.get("_columns") or {})  # non-coronary calcium, percentile: modules' own columns
         return row
 
 

@@ -38,6 +38,7 @@ class SrExporter(Module):
             seg=seg,
             series_description=self.opts["series_description"],
             series_number=self.opts["series_number"],
+            noncoronary=instance.report.get("noncoronary"),
         )
         target = ctx.output_dir / instance.key / f"{safe_name(self.opts['name'], 'cac')}.sr.dcm"
         with atomic_path(target) as tmp:

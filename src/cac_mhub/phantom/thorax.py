@@ -387,9 +387,10 @@ def generate_thorax(
     top = valve[2] + rng.uniform(60.0, 80.0)
     desc = np.array([18.0, desc_y, top - 15.0])
     ascending = valve + root_axis * (top - 12.0 - valve[2]) / root_axis[2]
-    aorta = _resample_polyline(np.array([
-        valve, valve + root_axis * 25.0, ascending, [ascending[0] * 0.5 + 4.0, (ascending[1] + desc[1]) / 2.0, top],
-        desc, [desc[0] + 2.0, desc[1], zc[0] - 10.0]]), 2.0)
+    corners = np.array([valve, valve + root_axis * 25.0, ascending,
+                        [ascending[0] * 0.5 + 4.0, (ascending[1] + desc[1]) / 2.0, top], desc,
+                        [desc[0] + 2.0, desc[1], zc[0] - 10.0]])
+    aorta = _resample_polyline(corners, 2.0)
     beyond_heart = aorta[int(30.0 / 2.0):]
     canvas.paint_tube(beyond_heart, ao_r + 4.0, FAT)  # mediastinal fat around the great vessel
     canvas.paint_tube(aorta[:int(30.0 / 2.0) + 1], ao_r + 2.5, BLOOD)  # sinuses of Valsalva, wider
@@ -402,7 +403,7 @@ def generate_thorax(
         canvas.paint_tube(line, taper, SOFT)
     _paint_bones(canvas, rng, ai, bi, spine_y, heart_c, bone_tag)
     plaques = _paint_coronary_plaques(canvas, rng, tree, vessel_r, burden, plaque_tag, cfg["plaque_shape"])
-    _paint_aortic_calcium(canvas, rng, aorta, heart, other_tag)
+    aortic_calcium = _paint_aortic_calcium(canvas, rng, aorta, heart, other_tag, _arch_span(aorta, corners))
     _paint_mitral_annulus(canvas, rng, heart, other_tag)
     _paint_ecg_leads(canvas, rng, a, b, heart_c, other_tag)
 
@@ -429,7 +430,7 @@ def generate_thorax(
     origin = (float(xc[0]), float(yc[0]), float(zc[0]))
     params = {"seed": seed, "size": size, "increment": increment, "thickness": thickness, "burden": burden,
               "noise_hu": noise_hu, "pixel_mm": pixel, "body_half_axes_mm": [a, b], "style": style,
-              "fov_mm": fov_mm}
+              "fov_mm": fov_mm, "aortic_calcium": aortic_calcium}
     return ThoraxPhantom(hu=hu, labels=labels, distractors=distractors,
                          spacing_zyx=(increment, pixel, pixel), origin_lps=origin, slice_thickness=thickness,
                          heart_center_lps=tuple(float(v) for v in heart_c), plaques=plaques, params=params)
@@ -524,22 +525,36 @@ def _paint_coronary_plaques(canvas: _Canvas, rng: np.random.Generator, tree: dic
     return plaques
 
 
+def _arch_span(aorta: np.ndarray, corners: np.ndarray) -> tuple[int, int]:
+    """Indices of the resampled aorta where the arch begins (end of the ascending aorta) and ends
+    (start of the descending aorta)."""
+    first, last = (int(np.argmin(np.linalg.norm(aorta - corners[i], axis=1))) for i in (2, 4))
+    return first, last
+
+
 def _paint_aortic_calcium(canvas: _Canvas, rng: np.random.Generator, aorta: np.ndarray, heart: _Heart,
-                          tag: np.ndarray) -> None:
-    """Aortic wall (ascending, arch, descending) and valve calcium: dense, near the coronaries, never coronary."""
+                          tag: np.ndarray, arch: tuple[int, int]) -> list[dict[str, Any]]:
+    """Aortic wall (ascending, arch, descending) and valve calcium: dense, near the coronaries, never coronary.
+
+    Returns each wall plaque's centre (LPS mm) and the part of the aorta it was painted on.
+    """
     ao_r = heart.aortic_radius
+    placed = []
     for _ in range(int(rng.integers(0, 8))):
         k = int(rng.integers(len(aorta) // 8, len(aorta) - 2))
         tangent = _unit(aorta[k + 1] - aorta[k])
         normal = _unit(np.cross(tangent, rng.standard_normal(3)))
         half = np.array([rng.uniform(1.5, 6.0), rng.uniform(0.7, 1.5), rng.uniform(1.0, 4.0)])
         rotation = np.stack([tangent, normal, np.cross(tangent, normal)], axis=1)
-        canvas.paint_small_ellipsoid(aorta[k] + normal * (ao_r - 0.5), half, float(rng.uniform(300.0, 1100.0)),
-                                     rotation=rotation, tag=(tag, 2))
+        centre = aorta[k] + normal * (ao_r - 0.5)
+        canvas.paint_small_ellipsoid(centre, half, float(rng.uniform(300.0, 1100.0)), rotation=rotation, tag=(tag, 2))
+        part = "ascending" if k < arch[0] else "arch" if k <= arch[1] else "descending"
+        placed.append({"centre_lps": [round(float(v), 2) for v in centre], "part": part})
     for _ in range(int(rng.integers(1, 5)) if rng.random() < 0.4 else 0):
         offset = _unit(np.cross(heart.root_axis, rng.standard_normal(3))) * rng.uniform(0.2, 0.8) * ao_r
         canvas.paint_small_ellipsoid(heart.valve + offset + heart.root_axis * rng.uniform(-2.0, 4.0),
                                      rng.uniform(1.0, 3.5, size=3), float(rng.uniform(300.0, 1000.0)), tag=(tag, 3))
+    return placed
 
 
 def _paint_mitral_annulus(canvas: _Canvas, rng: np.random.Generator, heart: _Heart, tag: np.ndarray) -> None:

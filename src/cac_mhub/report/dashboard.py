@@ -40,13 +40,19 @@ COLUMNS: tuple[tuple[str, str, str, int, str], ...] = (
     ("kernel", "kernel", "s", 80, "kernel"),
     ("score", "Agatston", "n", 75, "agatston"),
     ("group", "risk group", "s", 80, "risk_category"),
+    ("percentile", "MESA percentile", "s", 70, "cac_percentile"),
+    ("avc", "AVC", "n", 60, "avc_agatston"),
+    ("mac", "MAC", "n", 60, "mac_agatston"),
+    ("tac", "TAC", "n", 60, "tac_agatston"),
     ("status", "status", "s", 65, "status"),
     ("reason", "reason", "s", 220, "reason"),
     ("warnings", "warnings", "s", 200, "warnings"),
     ("excluded", "excluded candidates", "n", 70, "excluded_candidates"),
     ("excluded_agatston", "excluded Agatston", "n", 75, "excluded_agatston"),
 )
-DIGITS = {"score": 1, "excluded_agatston": 1}
+DIGITS = {"score": 1, "excluded_agatston": 1, "avc": 1, "mac": 1, "tac": 1}
+#: Pages that may sit beside dashboard.html (written by other commands), linked when present.
+BESIDE = (("outcomes.html", "outcome analysis (Kaplan-Meier, Cox) of this cohort"),)
 STATUS_ORDER = ("scored", "processed", "skipped", "failed", "pending")
 GROUP_ORDER = ("very low", "low", "moderate", "high")
 ARTERIES = ("LM", "LAD", "LCX", "RCA", "CAC")
@@ -163,12 +169,13 @@ def _script_json(value: Any) -> str:
 
 
 def build_dashboard(rows: Sequence[dict[str, Any]], title: str = "cac-mhub cohort", subtitle: str = "",
-                    report_name: str = "report.json") -> str:
-    """The dashboard page of cohort rows (dicts with cohort.csv's columns)."""
+                    report_name: str = "report.json", links: Sequence[tuple[str, str]] = ()) -> str:
+    """The dashboard page of cohort rows (dicts with cohort.csv's columns); ``links``: (relative href, text)."""
     data = encode_rows(rows) | {"report_name": report_name}
     page = _template()
-    for name, value in (("title", escape(title)), ("subtitle", escape(subtitle)), ("charts", charts(summarise(rows))),
-                        ("data", _script_json(data))):
+    anchors = " · ".join(f"<a href='{escape(href)}'>{escape(text)}</a>" for href, text in links)
+    for name, value in (("title", escape(title)), ("subtitle", escape(subtitle)), ("links", anchors),
+                        ("charts", charts(summarise(rows))), ("data", _script_json(data))):
         page = page.replace("{{" + name + "}}", value)
     return page
 
@@ -187,5 +194,6 @@ def write_dashboard(output_dir: Path, cohort_name: str = "cohort", report_name: 
     subtitle = (f"{len(rows)} series · run {', '.join(runs[:3])}{' …' if len(runs) > 3 else ''} · "
                 f"built {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())} from {cohort_name}.csv")
     target = output_dir / DASHBOARD_NAME
-    atomic_write_text(target, build_dashboard(rows, subtitle=subtitle, report_name=report_name))
+    links = [(name, text) for name, text in BESIDE if (output_dir / name).is_file()]
+    atomic_write_text(target, build_dashboard(rows, subtitle=subtitle, report_name=report_name, links=links))
     return target
