@@ -27,7 +27,7 @@ from ..chain import Context, Module, RunError, models_hash, one_line
 from .catalog import CatalogStats, Unit, in_shard, iter_units, manifest_units, whole_input_unit
 from .files import reports, write_cohort_files
 from .state import StateDB, now, state_file
-from .worker import Job, UnitResult, process_unit
+from .worker import Job, UnitResult, lost_unit, process_unit
 
 log = logging.getLogger("cac_mhub")
 
@@ -42,6 +42,13 @@ COHORT_EVERY_S = 30.0
 WORKER_ENVIRON = {"OMP_NUM_THREADS": 1, "MKL_NUM_THREADS": 1, "OPENBLAS_NUM_THREADS": 1}
 #: Memory a worker is given by default (the default model's peak is about 2 GiB; docs/cohorts.md).
 WORKER_MEMORY_GIB = 4.0
+#: Workers a unit may kill before it is recorded as failed (the engine's own LocalCluster; Dask
+#: reschedules a unit whose worker died, and a series that needs more memory than a worker has
+#: kills every worker it is given).
+ALLOWED_WORKER_DEATHS = 3
+#: Runs in a row that died (killed, out of memory, a segfault) while this process worked on the
+#: same unit, before that unit is recorded as failed instead of being tried again.
+MAX_PROCESS_DEATHS = 2
 
 
 @dataclass
@@ -70,11 +77,15 @@ class Tally:
     skipped: int = 0
     started: float = field(default_factory=time.monotonic)
 
+    lost: int = 0
+    """Units whose process died (worker killed by memory, a segfault, ...): their series failed."""
+
     def add(self, result: UnitResult) -> None:
         self.units += 1
         self.series += len(result.series)
         self.failed += sum(s.status == "failed" for s in result.series) + (not result.series and result.status == "failed")
         self.skipped += sum(s.status == "skipped" for s in result.series)
+        self.lost += result.lost
 
     def rate(self) -> float:
         """Series per hour of this run's own work."""
@@ -150,28 +161,51 @@ def background(items: Iterator[Unit], size: int = 256) -> Iterator[Unit]:
 
 
 class InProcess:
-    """Units run one after another in this process, with the client's set-up chain."""
+    """Units run one after another in this process, with the client's set-up chain.
 
-    def __init__(self, modules: list[Module], job: Job) -> None:
-        self.modules, self.job = modules, job
+    Each unit is marked in the state database before it starts and unmarked when its record is
+    written: a unit that was in flight when this process died (out of memory, a segfault, a
+    kill) twice in a row is recorded as failed by the next run instead of killing it again.
+    """
+
+    def __init__(self, modules: list[Module], job: Job, db: StateDB | None = None, retry: bool = False) -> None:
+        self.modules, self.job, self.db, self.retry = modules, job, db, retry
         self.workers = 1
+        self.current: Unit | None = None
 
     def results(self, units: Iterator[Unit]) -> Iterator[UnitResult]:
         for unit in units:
-            yield process_unit(unit, self.job, self.modules, capture=False)
+            deaths = self.db.deaths(unit) if self.db is not None and not self.retry else 0
+            if deaths >= MAX_PROCESS_DEATHS:
+                reason = (f"the process working on it died {deaths} times (out of memory, a crash such as a "
+                          "segfault, or killed); not tried again (--retry-failed does)")
+                log.error("%s failed: %s", unit.label, reason)
+                result = lost_unit(unit, self.job, self.modules, reason)
+                result.lost = True
+                yield result
+                continue
+            if self.db is not None:
+                self.db.start(unit)
+            self.current = unit
+            result = process_unit(unit, self.job, self.modules, capture=False)
+            self.current = None
+            yield result
 
     def close(self) -> None:
-        pass
+        if self.db is not None and self.current is not None:
+            self.db.unstart(self.current)  # stopped on purpose (Ctrl-C, disk full): not a death
 
 
 class OnDask:
     """Units as tasks on a Dask cluster (a LocalCluster of processes, or a scheduler's)."""
 
-    def __init__(self, job: Job, opts: CohortOptions) -> None:
+    def __init__(self, job: Job, opts: CohortOptions, modules: list[Module] | None = None) -> None:
         import dask
         from distributed import Client
 
         self.job, self.opts = job, opts
+        self.modules = modules or []
+        """The client's set-up chain: it records the series of a unit whose workers died."""
         self.cluster = None
         self.scratch = ""
         if opts.scheduler:
@@ -180,7 +214,8 @@ class OnDask:
             log.info("Dask scheduler %s: %d worker(s)", opts.scheduler, self.workers)
         else:
             self.scratch = tempfile.mkdtemp(prefix="cac-mhub-dask-")
-            with dask.config.set({"distributed.nanny.pre-spawn-environ": WORKER_ENVIRON}):
+            with dask.config.set({"distributed.nanny.pre-spawn-environ": WORKER_ENVIRON,
+                                  "distributed.scheduler.allowed-failures": ALLOWED_WORKER_DEATHS - 1}):
                 self.cluster = self._local(opts)
             self.client = Client(self.cluster)
             self.workers = opts.workers
@@ -193,7 +228,7 @@ class OnDask:
         return LocalCluster(
             n_workers=opts.workers, threads_per_worker=1, processes=True, dashboard_address=None,
             memory_limit=_memory_limit(opts.memory_per_worker), resources=opts.resources or None,
-            silence_logs=logging.ERROR, local_directory=self.scratch)
+            silence_logs=logging.CRITICAL, local_directory=self.scratch)
 
     def results(self, units: Iterator[Unit]) -> Iterator[UnitResult]:
         from distributed import as_completed
@@ -221,14 +256,38 @@ class OnDask:
             except RunError:
                 raise
             except Exception as error:  # noqa: BLE001 - a worker that died (KilledWorker) fails its unit only
-                reason = f"worker lost while processing it ({type(error).__name__}: {error})".splitlines()[0][:300]
+                reason = self.death_reason(error)
                 log.error("%s failed: %s", unit.label, reason)
-                result = UnitResult(unit, "failed", reason)
+                result = lost_unit(unit, self.job, self.modules, reason)
+                result.lost = True
             finally:
                 future.release()
             yield result
             while len(flying) < self.ahead() and submit():
                 pass
+
+    def death_reason(self, error: Exception) -> str:
+        """One line on why a unit's worker(s) died: the memory limit when Dask's nanny stopped the
+        worker for it (its ``worker-restart-memory`` event), else a crash or a kill."""
+        from distributed.scheduler import KilledWorker
+
+        if not isinstance(error, KilledWorker):
+            return f"worker lost while processing it ({one_line(error)})"[:300]
+        last = getattr(error.last_worker, "address", None) or str(error.last_worker)
+        deaths = error.allowed_failures + 1
+        try:
+            events = self.client.get_events("worker-restart-memory") or ()
+        except Exception:  # noqa: BLE001 - the events only sharpen the reason
+            events = ()
+        by_memory = [e for _, e in events if isinstance(e, dict) and e.get("worker") == last]
+        if by_memory:
+            rss = max(float(e.get("rss", 0)) for e in by_memory) / 2**30
+            limit = self.opts.memory_per_worker if self.opts.memory_per_worker not in ("", "auto") else "its share"
+            return (f"out of memory: the worker processing it was stopped at {rss:.1f} GiB, near its memory "
+                    f"limit ({limit}); {deaths} workers died on it (KilledWorker); give each worker more memory "
+                    "(--memory-per-worker) or use fewer workers")
+        return (f"worker process died {deaths} time(s) while processing it (KilledWorker: a crash such as a "
+                "segfault, or killed from outside)")
 
     def ahead(self) -> int:
         """Units in flight: two per worker now connected (a batch system adds workers as its
@@ -299,7 +358,7 @@ def run_cohort(modules: list[Module], ctx: Context, opts: CohortOptions, progres
     state, stopped = "complete", ""
     executor: Any = None
     try:
-        executor = OnDask(job, opts) if use_dask else InProcess(modules, job)
+        executor = OnDask(job, opts, modules) if use_dask else InProcess(modules, job, db, opts.retry_failed)
         for result in executor.results(pending):
             for level, message in result.log:
                 log.log(level, "%s", message)
