@@ -234,13 +234,25 @@ class OnDask:
         from distributed import as_completed
 
         flying: dict[str, Unit] = {}
+        held: list[Unit] = []
+        """Units that take in a unit still in flight: they start once it is done (one writer per folder)."""
         done = as_completed()
         source = iter(units)
 
+        def startable(unit: Unit) -> bool:
+            return not {u.id for u in flying.values()}.intersection(unit.supersedes)
+
         def submit() -> bool:
-            unit = next(source, None)
-            if unit is None:
-                return False
+            unit = next((u for u in held if startable(u)), None)
+            if unit is not None:
+                held.remove(unit)
+            while unit is None:
+                unit = next(source, None)
+                if unit is None:
+                    return False
+                if not startable(unit):
+                    held.append(unit)
+                    unit = None
             future = self.client.submit(process_unit, unit, self.job, key=f"unit-{unit.id}-{self.job.run_id}",
                                         pure=False, resources=self.opts.resources or None)
             flying[future.key] = unit
@@ -338,12 +350,18 @@ def run_cohort(modules: list[Module], ctx: Context, opts: CohortOptions, progres
     tally = Tally()
     seen: set[str] = set()
 
+    ran: set[str] = set()
+
     def todo(units: Iterator[Unit]) -> Iterator[Unit]:
         for unit in units:
             seen.add(unit.id)
-            if db.is_done(unit, ctx.config_hash, mhash, opts.retry_failed, ctx.output_dir):
+            if unit.id in stats.superseded:  # a later unit takes in its folders and does its work
+                continue
+            redo = bool(ran.intersection(unit.supersedes))  # a part of it was done again: so is the whole
+            if not redo and db.is_done(unit, ctx.config_hash, mhash, opts.retry_failed, ctx.output_dir):
                 tally.kept += 1
                 continue
+            ran.add(unit.id)
             yield unit
 
     pending = todo(background(catalog(ctx, modules, opts, stats)))
@@ -362,11 +380,18 @@ def run_cohort(modules: list[Module], ctx: Context, opts: CohortOptions, progres
         for result in executor.results(pending):
             for level, message in result.log:
                 log.log(level, "%s", message)
+            if result.unit.id in stats.superseded:  # a later unit has (or will have) the whole series
+                log.info("%s: its series continue in a later folder; recorded with that unit", result.unit.label)
+                result.series = []
             moved = db.record(result.unit, result.status, result.reason, result.series, result.ignored,
                               ctx.config_hash, mhash, ctx.run_id, result.seconds, result.worker, result.peak_rss_mb)
             for key in moved:
-                log.warning("%s: the same series was found again in %s; its outputs are this unit's",
-                            key, result.unit.label)
+                if result.unit.supersedes:
+                    log.info("%s: found again in %s, recorded as one series", key, result.unit.label)
+                else:
+                    log.warning("%s: the same series was found again in %s; its outputs are this unit's",
+                                key, result.unit.label)
+            note_shared_uids(db, result, ctx.output_dir)
             tally.add(result)
             bar.update()
             if cohort.due():
@@ -415,6 +440,41 @@ def run_cohort(modules: list[Module], ctx: Context, opts: CohortOptions, progres
 
 CATALOG = "catalog"
 """Owner of the ignored entries the catalog itself found (no unit holds them)."""
+SHARED_UID = "this SeriesInstanceUID also names another series"
+"""Start of the warning every series gets whose UID another series (patient, study, geometry) shares."""
+
+
+def note_shared_uids(db: StateDB, result: UnitResult, output_dir: Path) -> None:
+    """Series of ``result`` whose SeriesInstanceUID another recorded series shares (another
+    patient, study or geometry, perhaps in another unit): each of them carries a warning that
+    names the others, in its row, its report in the database and its report.json."""
+    for uid in {s.series_uid for s in result.series if s.series_uid}:
+        found = db.series_with_uid(uid)
+        if len(found) < 2:
+            continue
+        for key in found:
+            others = ", ".join(k for k in found if k != key)
+            message = f"{SHARED_UID} ({len(found)} series in all): kept apart, the other(s) as {others}"
+            if db.add_warning(key, message, unless=SHARED_UID):
+                _add_warning_on_disk(output_dir, db.outputs(key).get("report"), message)
+
+
+def _add_warning_on_disk(output_dir: Path, report: str | None, message: str) -> None:
+    """Best effort: report.json is the worker's; the database (and so the cohort files) has it."""
+    if not report:
+        return
+    from ..io import atomic_write_text, json_default
+
+    import json
+
+    path = Path(output_dir) / report
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if message not in data.get("warnings", []):
+            data.setdefault("warnings", []).append(message)
+            atomic_write_text(path, json.dumps(data, indent=2, default=json_default) + "\n")
+    except (OSError, ValueError):
+        log.debug("warning not added to %s", path, exc_info=True)
 
 
 def _relative(path: Path, root: Path) -> str:

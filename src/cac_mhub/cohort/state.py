@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS series (
     input_folder TEXT, config_hash TEXT, models_hash TEXT, run_id TEXT, finished TEXT,
     outputs TEXT, row TEXT, report TEXT);
 CREATE INDEX IF NOT EXISTS series_by_unit ON series(unit_id);
+CREATE INDEX IF NOT EXISTS series_by_uid ON series(series_uid);
 CREATE TABLE IF NOT EXISTS ignored (unit_id TEXT, path TEXT, reason TEXT);
 CREATE TABLE IF NOT EXISTS started (unit_id TEXT PRIMARY KEY, fingerprint TEXT, deaths INTEGER);
 CREATE INDEX IF NOT EXISTS ignored_by_unit ON ignored(unit_id);
@@ -198,7 +199,32 @@ class StateDB:
         self.db.execute("COMMIT")
         return len(gone)
 
+    def add_warning(self, key: str, message: str, unless: str = "") -> bool:
+        """Append ``message`` to the warnings of series ``key`` (row and report), unless a warning
+        starting with ``unless`` (or the message itself) is there; True when it was added."""
+        found = self.db.execute("SELECT row, report FROM series WHERE key=?", (key,)).fetchone()
+        if found is None:
+            return False
+        row, report = json.loads(found[0] or "{}"), json.loads(found[1] or "{}")
+        warnings = list(report.get("warnings") or [])
+        if message in warnings or (unless and any(str(w).startswith(unless) for w in warnings)):
+            return False
+        warnings.append(message)
+        report["warnings"] = warnings
+        row["warnings"] = " | ".join(str(w) for w in warnings)
+        self.db.execute("UPDATE series SET row=?, report=? WHERE key=?",
+                        (json.dumps(row, default=json_default), json.dumps(report, default=json_default), key))
+        return True
+
     # --- reading ------------------------------------------------------------------------------
+
+    def series_with_uid(self, series_uid: str) -> list[str]:
+        """Keys of the recorded series with this SeriesInstanceUID."""
+        return [k for (k,) in self.db.execute("SELECT key FROM series WHERE series_uid=? ORDER BY key", (series_uid,))]
+
+    def outputs(self, key: str) -> dict[str, str]:
+        found = self.db.execute("SELECT outputs FROM series WHERE key=?", (key,)).fetchone()
+        return json.loads(found[0] or "{}") if found else {}
 
     def keys(self) -> set[str]:
         return {k for (k,) in self.db.execute("SELECT key FROM series")}

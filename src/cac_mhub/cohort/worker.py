@@ -127,7 +127,8 @@ def _run(unit: Unit, job: Job, modules: list[Module]) -> UnitResult:
     folder = OutputFolder(output_dir, root, job.run_id, job.shard).unit(unit.id)
     folder.prepare()
     ctx = Context(input_dir=root, output_dir=output_dir, config=job.config, config_hash=job.config_hash,
-                  run_id=job.run_id, output=folder, unit_files=unit_paths(unit, root), cohort_files=False)
+                  run_id=job.run_id, output=folder, unit_files=unit_paths(unit, root), cohort_files=False,
+                  taken_uids=frozenset(unit.taken))
     try:
         instances = run_chain(modules, ctx)
     finally:
