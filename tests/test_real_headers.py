@@ -383,3 +383,30 @@ def test_default_workflow_scores_a_series_without_uids_with_bad_dates_and_no_ima
     seg = pydicom.dcmread(out / report["outputs"]["seg"], stop_before_pixels=True)
     sr = pydicom.dcmread(out / report["outputs"]["sr"], stop_before_pixels=True)
     assert seg.StudyInstanceUID == sr.StudyInstanceUID == report["uids_derived"]["StudyInstanceUID"]
+
+
+@pytest.mark.slow
+def test_default_workflow_writes_valid_seg_and_sr_from_long_latin1_headers(tmp_path):
+    """Issue 20, failure 5, through `cac-mhub run`: PatientID of 300 characters, StudyDescription
+    of 3,000, Latin-1 bytes and no SpecificCharacterSet; cac.seg.dcm and cac.sr.dcm copied them
+    unchanged and failed validation. Now both pass dciodvfy and the report says what changed."""
+    from cac_mhub.paths import models_dir
+    from cac_mhub.phantom.thorax import generate_thorax
+
+    if not (models_dir() / "cac-phantom-2d" / "model.yml").is_file():
+        pytest.skip("default model not installed under models/")
+    thorax = generate_thorax(777_003, size=256, increment=3.0, z_extent_mm=120.0, burden="moderate")
+    files = write_ct_series(thorax.hu, tmp_path / "in/ct", thorax.spacing_zyx, thorax.origin_lps)
+    edit_all(files, **LONG_AND_LATIN1)
+    out = tmp_path / "out"
+    assert main(["run", "--input", str(tmp_path / "in"), "--output", str(out), "--quiet",
+                 "--set", "modules.NnunetCacRunner.device=cpu", "--set", "modules.DsegConverter.empty=write"]) == 0
+    [report] = json.loads((out / "cohort.json").read_text(encoding="utf-8"))["series"]
+    assert report["status"] == "scored", report["reason"]
+    assert report["series"]["patient_id"] == "P" * 300  # the report keeps the source's value
+    for kind in ("seg", "sr"):
+        written = pydicom.dcmread(out / report["outputs"][kind], stop_before_pixels=True)
+        assert written.SpecificCharacterSet == "ISO_IR 192" and str(written.PatientName) == "Müller^Jörg"
+        errors, _ = dciodvfy(out / report["outputs"][kind])
+        assert errors == [], (kind, errors)
+    assert any("cut for SEG/SR" in w for w in report["warnings"])

@@ -80,6 +80,7 @@ def test_two_patients_under_one_uid_in_one_folder_are_two_series(tmp_path, make_
     assert run(tmp_path / "in", out) == 0
     table = rows(out)
     assert len(table) == 2 and {r["slices"] for r in table} == {"12", "14"}
+    assert {r["status"] for r in table} == {"processed"}  # two patients: each its own study for selection
     assert all("another patient" in r["warnings"] for r in table)
 
 
@@ -93,6 +94,11 @@ def test_same_uid_with_another_geometry_is_another_series(tmp_path, make_ct):
     table = rows(out)
     assert len(table) == 2 and len({r["key"] for r in table}) == 2
     assert all("another geometry" in r["warnings"] for r in table), [r["warnings"] for r in table]
+    # one study: the selection rules keep one reconstruction, and the reason names the other's folder
+    skipped = [r for r in table if r["status"] == "skipped"]
+    assert len(skipped) == 1 and "another reconstruction of this study is preferred" in skipped[0]["reason"]
+    kept = next(r for r in table if r["status"] == "processed")
+    assert kept["key"] in skipped[0]["reason"]
 
 
 # --- failure 3: one series split over two folders far apart -------------------------------------------

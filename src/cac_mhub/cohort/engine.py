@@ -356,6 +356,8 @@ def run_cohort(modules: list[Module], ctx: Context, opts: CohortOptions, progres
         for unit in units:
             seen.add(unit.id)
             if unit.id in stats.superseded:  # a later unit takes in its folders and does its work
+                if not db.is_done(unit, ctx.config_hash, mhash, False, ctx.output_dir):
+                    db.record(unit, "done", SUPERSEDED, [], [], ctx.config_hash, mhash, ctx.run_id)
                 continue
             redo = bool(ran.intersection(unit.supersedes))  # a part of it was done again: so is the whole
             if not redo and db.is_done(unit, ctx.config_hash, mhash, opts.retry_failed, ctx.output_dir):
@@ -382,7 +384,7 @@ def run_cohort(modules: list[Module], ctx: Context, opts: CohortOptions, progres
                 log.log(level, "%s", message)
             if result.unit.id in stats.superseded:  # a later unit has (or will have) the whole series
                 log.info("%s: its series continue in a later folder; recorded with that unit", result.unit.label)
-                result.series = []
+                result.series, result.status, result.reason, result.lost = [], "done", SUPERSEDED, False
             moved = db.record(result.unit, result.status, result.reason, result.series, result.ignored,
                               ctx.config_hash, mhash, ctx.run_id, result.seconds, result.worker, result.peak_rss_mb)
             for key in moved:
@@ -442,6 +444,8 @@ CATALOG = "catalog"
 """Owner of the ignored entries the catalog itself found (no unit holds them)."""
 SHARED_UID = "this SeriesInstanceUID also names another series"
 """Start of the warning every series gets whose UID another series (patient, study, geometry) shares."""
+SUPERSEDED = "its folders are part of a later unit (a series continues there)"
+"""Reason recorded for a unit whose series a later unit records."""
 
 
 def note_shared_uids(db: StateDB, result: UnitResult, output_dir: Path) -> None:

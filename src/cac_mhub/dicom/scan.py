@@ -416,15 +416,15 @@ def _checked(series: Series, rules: SelectionRules) -> str:
 
 def select(all_series: list[Series], rules: SelectionRules) -> list[Series]:
     """Mark each series selected or not (with its reason and warnings); return the selected ones."""
-    by_study: dict[str, list[Series]] = defaultdict(list)
+    by_study: dict[tuple[str, str], list[Series]] = defaultdict(list)
     for series in all_series:
         series.rules = rules.describe()
         series.warnings = []
         _choose_reconstruction(series, rules)
         series.reason = _checked(series, rules)
         series.selected = not series.reason
-        if series.selected:
-            by_study[series.study_uid or series.uid].append(series)
+        if series.selected:  # one patient's study (two patients may share a careless StudyInstanceUID)
+            by_study[(_text(series.first, "PatientID"), series.study_uid or series.uid)].append(series)
     for study, candidates in by_study.items():
         kinds = {id(s): image_kind(s) for s in candidates}
         has_original = any(kinds[id(s)][0] != "derived" for s in candidates)
@@ -450,7 +450,8 @@ def select(all_series: list[Series], rules: SelectionRules) -> list[Series]:
             for other in candidates[1:]:
                 other.selected = False
                 other.warnings = []
-                other.reason = f"another reconstruction of this study is preferred: {best.uid} ({best.description or 'no description'})"
+                other.reason = (f"another reconstruction of this study is preferred: {label(best)} "
+                                f"({best.description or 'no description'})")
     return [s for s in all_series if s.selected]
 
 
@@ -479,6 +480,11 @@ def _choose_reconstruction(series: Series, rules: SelectionRules) -> None:
     others = "; ".join(f"{stacks.describe(m)} ({stacks.names(p for p, _ in m)})" for m in rest)
     series.notes.append(f"{len(groups)} reconstructions under this SeriesInstanceUID: {stacks.describe(best)} "
                         f"scored (preferred by the selection rules); set aside: {others}")
+
+
+def label(series: Series) -> str:
+    """The series as reasons name it: its UID, with the folder suffix when it shares the UID."""
+    return f"{series.uid}_{series.folder_suffix}" if series.folder_suffix else series.uid
 
 
 def _safe_preference(series: Series, rules: SelectionRules) -> tuple[float, int, int]:

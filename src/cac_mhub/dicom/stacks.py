@@ -92,17 +92,17 @@ def is_localizer(ds: Any) -> bool:
     return bool(set(image_type(ds)) & LOCALIZER_TYPES)
 
 
-def geometry_key(ds: Any) -> str:
-    """Orientation, pixel spacing and matrix of a slice, rounded: what one stack shares."""
+def geometry_key(ds: Any) -> str | None:
+    """Orientation, pixel spacing and matrix of a slice, rounded: what one stack shares. None when
+    any is missing or malformed: such a slice stays with the stack, and validation refuses it
+    with its file named (a broken header is not another series)."""
     iop = validate.numbers(ds, "ImageOrientationPatient", 6)
     spacing = validate.numbers(ds, "PixelSpacing", 2)
     rows, columns = validate.integer(ds, "Rows"), validate.integer(ds, "Columns")
-    parts = [
-        ",".join(f"{v:.2f}" for v in iop) if iop else "-",
-        ",".join(f"{v:.3f}" for v in spacing) if spacing else "-",
-        f"{rows}x{columns}",
-    ]
-    return " ".join(parts)
+    if iop is None or spacing is None or validate.orientation_problem(iop) or min(spacing) <= 0 \
+            or not (rows and columns and 0 < rows <= validate.MAX_MATRIX and 0 < columns <= validate.MAX_MATRIX):
+        return None
+    return " ".join([",".join(f"{v:.2f}" for v in iop), ",".join(f"{v:.3f}" for v in spacing), f"{rows}x{columns}"])
 
 
 def short_hash(*parts: str) -> str:
@@ -119,7 +119,7 @@ def names(paths: Iterable[Path], limit: int = 3) -> str:
 def _deduplicate(items: list[Item]) -> tuple[list[Item], list[Item]]:
     """(kept, copies): a SOPInstanceUID found in several files is one slice, read once."""
     kept, copies, seen = [], [], set()
-    for path, ds in sorted(items, key=lambda item: str(item[0])):
+    for path, ds in items:
         uid = _text(ds, "SOPInstanceUID")
         if uid and uid in seen:
             copies.append((path, ds))
@@ -153,6 +153,9 @@ def split_series(items: list[Item]) -> list[Part]:
             found[0].notes.insert(0, f"{len(copies)} file(s) are copies of slices found in other files (same "
                                      f"SOPInstanceUID) and were read once: {names(p for p, _ in copies)}")
         parts += found
+    order = {id(ds): index for index, (_, ds) in enumerate(items)}
+    for part in parts:  # files in the order they were found, as before the split
+        part.items.sort(key=lambda item: order.get(id(item[1]), 0))
     parts.sort(key=lambda part: (-len(part.items), part.identity))
     if parts:
         parts[0].notes[:0] = common_notes
@@ -171,9 +174,14 @@ def _by_geometry(items: list[Item], patient: str, study: str) -> list[Part]:
         notes.append(f"{len(scouts)} localizer/scout image(s) under this SeriesInstanceUID set aside: "
                      f"{names(p for p, _ in scouts)}")
     groups: dict[str, list[Item]] = defaultdict(list)
+    broken: list[Item] = []
     for path, ds in items:
-        groups[geometry_key(ds)].append((path, ds))
+        key = geometry_key(ds)
+        (broken if key is None else groups[key]).append((path, ds))
+    if not groups:
+        groups["-"] = []
     ordered = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+    ordered[0][1].extend(broken)
     largest = len(ordered[0][1])
     parts: list[Part] = []
     for geometry, members in ordered:
