@@ -238,3 +238,25 @@ def test_a_dose_report_under_the_series_uid_is_set_aside(tmp_path, make_ct):
     (row,) = rows(out)
     assert row["status"] == "processed" and row["slices"] == "20"
     assert "not CT images (Secondary Capture) and were set aside: ZZ_DOSE.dcm" in row["warnings"]
+
+
+def test_the_catalog_links_a_series_found_again_and_tells_shared_uids_apart(tmp_path):
+    """link_series on units as the walk yields them: a series found a third time takes in the
+    unit that took in the first two; another patient's series of the same UID is 'taken'."""
+    from cac_mhub.cohort.catalog import Unit, _owner, link_series, unit_id
+
+    def unit(folder: str, uid: str, patient: str, study: str = "1.2.3") -> Unit:
+        return Unit(unit_id([folder]), (folder,), study=study, fingerprint=folder,
+                    probes=((uid, _owner((study, uid, patient))),))
+
+    for folder in ("a", "b", "c", "d", "e"):
+        (tmp_path / folder).mkdir()
+    stats = CatalogStats()
+    found = list(link_series([unit("a", "9.1", "A"), unit("b", "9.2", "B", "1.2.4"), unit("c", "9.1", "A"),
+                              unit("d", "9.1", "A"), unit("e", "9.1", "Z", "1.2.9")], tmp_path, stats))
+    a, b, c, d, e = found
+    assert not a.supersedes and not b.supersedes and not b.taken
+    assert set(c.folders) == {"a", "c"} and c.supersedes == (a.id,)
+    assert set(d.folders) == {"a", "c", "d"} and set(d.supersedes) == {a.id, c.id}
+    assert e.taken == ("9.1",) and not e.supersedes and e.folders == ("e",)
+    assert stats.superseded == {a.id, c.id} and stats.split_series == 2 and stats.shared_uids == 1
