@@ -403,6 +403,20 @@ def huge_in_memory(folder: Path, slices: int, study_uid: str = "1.2.3.99") -> No
 
 
 @pytest.mark.slow
+def test_a_memory_limit_holds_with_one_worker_too(cts, tmp_path):
+    """--workers 1 ran in the run's own process, where no memory limit holds (the series was
+    decoded whatever --memory-per-worker said): with a limit, units run in a worker process."""
+    source, out = cts(1), tmp_path / "out"
+    huge_in_memory(source / "big" / "ct", 8)
+    args = ["run", "--input", str(source), "--output", str(out), *IMPORT, "--workers", "1",
+            "--memory-per-worker", "500MiB", "--set", "modules.DicomImporter.min_slices=3"]
+    done = subprocess.run([sys.executable, "-c", CLI, *args], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 4, done.stderr[-3000:]
+    assert sorted(r["status"] for r in rows(out)) == ["failed", "processed"]
+    assert "Dask LocalCluster: 1 worker process(es), 500MiB memory each" in (out / "cac-mhub.log").read_text()
+
+
+@pytest.mark.slow
 def test_a_series_that_kills_its_workers_by_memory_gets_a_failed_row(cts, tmp_path):
     """Issue 20, failure 1: a unit that kills every worker it is given (here by Dask's memory
     limit, for real: a series small on disk, huge in memory) was only in the units table; now

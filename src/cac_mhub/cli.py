@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     cohort.add_argument("--resources", default="", metavar="NAME=N[,...]",
                         help="Dask resources each unit needs, e.g. GPU=1 (workers started with --resources GPU=1)")
     cohort.add_argument("--memory-per-worker", default="auto",
-                        help="LocalCluster memory limit per worker, e.g. 6GiB (default: an equal share)")
+                        help="LocalCluster memory limit per worker, e.g. 6GiB (default: an equal share); when "
+                             "given, units always run in worker processes (also with --workers 1), so that it holds")
     run.set_defaults(func=cmd_run)
 
     rebuild = sub.add_parser("cohort", help="rebuild the cohort files of an output folder from its state database(s)")

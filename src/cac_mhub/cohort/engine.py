@@ -367,11 +367,13 @@ def run_cohort(modules: list[Module], ctx: Context, opts: CohortOptions, progres
             yield unit
 
     pending = todo(background(catalog(ctx, modules, opts, stats)))
-    use_dask = opts.scheduler is not None or opts.workers > 1
+    limited = opts.memory_per_worker not in ("", "auto")  # only a worker process can be held to a limit
+    use_dask = opts.scheduler is not None or opts.workers > 1 or limited
     if use_dask and opts.scheduler is None:
-        head = list(islice(pending, MIN_UNITS_FOR_WORKERS))  # read ahead: is there enough work?
+        enough = 1 if limited else MIN_UNITS_FOR_WORKERS
+        head = list(islice(pending, enough))  # read ahead: is there enough work?
         pending = chain(head, pending)
-        if len(head) < MIN_UNITS_FOR_WORKERS:
+        if len(head) < enough:
             use_dask = False
             log.info("%d unit(s) of work: running in this process, without starting workers", len(head))
     bar = Progress(progress, stats, tally)
