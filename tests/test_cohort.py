@@ -451,6 +451,42 @@ def test_a_series_that_kills_its_workers_by_memory_gets_a_failed_row(cts, tmp_pa
     assert [r["status"] for r in rows(out)].count("failed") == 1
 
 
+SEGFAULT_PRELOAD = """
+import os, signal
+from cac_mhub.cohort import worker
+real = getattr(worker, "_real_process_unit", worker.process_unit)  # Dask may load a preload twice
+worker._real_process_unit = real
+def crashing(unit, job, modules=None, capture=True):
+    if "crash" in unit.folders[0]:
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return real(unit, job, modules, capture)
+worker.process_unit = crashing
+"""
+
+
+@pytest.mark.slow
+def test_a_series_that_crashes_its_workers_gets_a_failed_row(cts, tmp_path):
+    """A segfault in a worker (here: a Dask preload makes the unit's worker kill itself with
+    SIGSEGV) is not a memory kill: the row says the worker died, and not 'out of memory'."""
+    source, out = cts(3), tmp_path / "out"
+    (source / "crash").mkdir()
+    for path in (source / "study0" / "ct").iterdir():
+        (source / "crash" / path.name).write_bytes(path.read_bytes())
+    edit_all = __import__("tests.header_edits", fromlist=["edit_all"]).edit_all
+    edit_all(sorted((source / "crash").iterdir()), StudyInstanceUID="1.2.3.77", SeriesInstanceUID=generate_uid())
+    preload = tmp_path / "crash_preload.py"
+    preload.write_text(SEGFAULT_PRELOAD)
+    args = ["run", "--input", str(source), "--output", str(out), *IMPORT, "--workers", "2"]
+    env = {**os.environ, "CAC_MHUB_WORKERS": "", "DASK_DISTRIBUTED__WORKER__PRELOAD": f'["{preload}"]'}
+    done = subprocess.run([sys.executable, "-c", CLI, *args], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 4, done.stderr[-3000:]
+    table = {r["study_uid"]: r for r in rows(out)}
+    assert len(table) == 4 and table["1.2.3.77"]["status"] == "failed"
+    assert table["1.2.3.77"]["reason"] == ("worker process died 3 time(s) while processing it (KilledWorker: a "
+                                           "crash such as a segfault, or killed from outside)")
+    assert [table[f"1.2.3.{i}"]["status"] for i in range(3)] == ["processed"] * 3
+
+
 DIES_ON_STUDY1 = """
 import os, signal, sys
 from cac_mhub.cohort import engine

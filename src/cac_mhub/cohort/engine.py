@@ -214,8 +214,11 @@ class OnDask:
             log.info("Dask scheduler %s: %d worker(s)", opts.scheduler, self.workers)
         else:
             self.scratch = tempfile.mkdtemp(prefix="cac-mhub-dask-")
+            # one unit at a time on each worker: a unit queued behind one that kills its worker
+            # would count that death as its own (Dask's default saturation sends two)
             with dask.config.set({"distributed.nanny.pre-spawn-environ": WORKER_ENVIRON,
-                                  "distributed.scheduler.allowed-failures": ALLOWED_WORKER_DEATHS - 1}):
+                                  "distributed.scheduler.allowed-failures": ALLOWED_WORKER_DEATHS - 1,
+                                  "distributed.scheduler.worker-saturation": 1.0}):
                 self.cluster = self._local(opts)
             self.client = Client(self.cluster)
             self.workers = opts.workers
