@@ -11,6 +11,7 @@ folder themselves; only the client writes the database and the cohort files.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from itertools import chain, islice
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from ..chain import Context, Module, RunError, models_hash, one_line
+from ..io import atomic_write_text, json_default
 from .catalog import CatalogStats, Unit, in_shard, iter_units, manifest_units, whole_input_unit
 from .files import reports, write_cohort_files
 from .state import StateDB, now, state_file
@@ -472,10 +474,6 @@ def _add_warning_on_disk(output_dir: Path, report: str | None, message: str) -> 
     """Best effort: report.json is the worker's; the database (and so the cohort files) has it."""
     if not report:
         return
-    from ..io import atomic_write_text, json_default
-
-    import json
-
     path = Path(output_dir) / report
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

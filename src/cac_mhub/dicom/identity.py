@@ -10,8 +10,10 @@ every source image by its UIDs, so either fails the series after scoring. Here, 
 * :func:`sop_uid` is a slice's SOPInstanceUID: its own, else the file meta header's, else derived
   (volume assembly and the writers both use it, so SEG frames reference the volume's slices);
 * :func:`writer_sources` returns copies of the series headers with the UIDs filled in and the
-  copied patient/study attributes made valid (dropped, emptied or rewritten), with warnings that
-  name the attributes, never their values. The headers read at import stay untouched.
+  copied patient/study/equipment attributes made valid (:func:`sanitise`: decoded whatever the
+  character set, cut to their VR's length, control characters removed, invalid values dropped,
+  emptied or rewritten; UTF-8 declared when any is not ASCII), with warnings that name the
+  attributes, never their values. The headers read at import stay untouched.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import copy
 import datetime as _dt
 import hashlib
 import re
+import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -44,7 +47,6 @@ _DA = re.compile(r"^\d{8}$")
 _TM = re.compile(r"^(?:[01]\d|2[0-3])(?:[0-5]\d(?:(?:[0-5]\d|60)(?:\.\d{1,6})?)?)?$")
 _DT = re.compile(r"^\d{4}(?:\d{2}(?:\d{2}(?:\d{2}(?:\d{2}(?:\d{2}(?:\.\d{1,6})?)?)?)?)?)?(?:[+-]\d{4})?$")
 _AS = re.compile(r"^\d{3}[DWMY]$")
-_CONTROL = re.compile(r"[\x00-\x1a\x1c-\x1f]")
 #: Equipment attributes highdicom copies from a source image into SEG and SR (Contributing
 #: Equipment Sequence of the source's acquisition).
 EQUIPMENT_COPIED = (
@@ -225,20 +227,12 @@ def _valid_date(text: str) -> bool:
     return True
 
 
-def _valid_pn(text: str) -> bool:
-    groups = text.split("=")
-    return len(groups) <= 3 and not _CONTROL.search(text) and all(
-        len(g) <= 64 and g.count("^") <= 4 for g in groups
-    )
-
-
 def _check(vr: str, keyword: str, text: str) -> tuple[bool, str]:
-    """(valid, fixed text) of one value; fixed text differs only for repairable old forms."""
+    """(valid, fixed text) of one date, time or age value; fixed text differs only for
+    repairable old forms (text VRs: :func:`_valid_text`)."""
     text = text.strip()
     if not text:
         return True, text
-    if keyword == "PatientSex":
-        return text in ("M", "F", "O"), text
     if vr == "DA":
         fixed = text.replace(".", "") if re.fullmatch(r"\d{4}\.\d{2}\.\d{2}", text) else text
         return bool(_DA.match(fixed)) and _valid_date(fixed), fixed
@@ -249,8 +243,6 @@ def _check(vr: str, keyword: str, text: str) -> tuple[bool, str]:
         return bool(_DT.match(text)) and (len(text) < 8 or _valid_date(text[:8])), text
     if vr == "AS":
         return bool(_AS.match(text)), text
-    if vr == "PN":
-        return _valid_pn(text), text
     return True, text
 
 
@@ -303,7 +295,6 @@ def decode_text(raw: bytes, codecs: list[str]) -> tuple[str, str]:
                 return raw.decode(codecs[0]), ""
             from pydicom.charset import decode_bytes  # ISO 2022 escape sequences
 
-            import warnings
             with warnings.catch_warnings():
                 warnings.simplefilter("error")
                 return decode_bytes(raw, codecs, set()), ""
