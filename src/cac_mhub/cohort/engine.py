@@ -440,8 +440,13 @@ def run_cohort(modules: list[Module], ctx: Context, opts: CohortOptions, progres
     if not counts and state == "complete":
         log.warning("no DICOM series found in the input folder")
     _log_ignored(stats, tally)
+    extra = "".join(text for count, text in (
+        (stats.mixed_folders, f", {stats.mixed_folders} mixed folder(s)"),
+        (stats.split_series, f", {stats.split_series} series found again in far-apart folders (units merged)"),
+        (stats.shared_uids, f", {stats.shared_uids} SeriesInstanceUID(s) shared by another patient or study"),
+    ) if count)
     log.info("catalog: %d folder(s), %d file(s), %d header(s) read, %d unit(s)%s", stats.folders, stats.files,
-             stats.headers_read, stats.units, f", {stats.mixed_folders} mixed folder(s)" if stats.mixed_folders else "")
+             stats.headers_read, stats.units, extra)
     log.info("units: %d done now, %d already done before (kept), %d series this run (%.0f series/h)",
              tally.units, tally.kept, tally.series, tally.rate())
     return CohortRun(state, tally, stopped, counts, kept_series)
