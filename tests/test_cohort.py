@@ -378,3 +378,144 @@ def test_a_folder_that_cannot_be_read_never_costs_the_series_recorded_from_it(ct
     assert set(reports(out)) == before and len(rows(out)) == 3, "the unreadable study's series stay"
     assert {i["reason"] for i in cohort(out)["ignored_files"]} == {"unreadable folder (PermissionError)"}
     assert "series of units not seen this time are kept" in (out / "cac-mhub.log").read_text()
+
+
+def huge_in_memory(folder: Path, slices: int, study_uid: str = "1.2.3.99") -> None:
+    """CT slices of 4096 x 4096 stored with the Deflated transfer syntax: 35 KB a slice on disk,
+    32 MB each once decoded (and more as HU)."""
+    import datetime as dt
+
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    from cac_mhub.dicom.synth import CtSeriesSpec, _slice_dataset
+
+    spec = CtSeriesSpec(study_uid=study_uid)
+    pixels = np.full((4096, 4096), 24, np.uint16).tobytes()
+    folder.mkdir(parents=True, exist_ok=True)
+    for k in range(slices):
+        ds = _slice_dataset(spec, generate_uid(), dt.datetime(2026, 1, 1))
+        ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+        ds.InstanceNumber, ds.ImagePositionPatient = k + 1, [0.0, 0.0, 2.5 * k]
+        ds.ImageOrientationPatient, ds.PixelSpacing, ds.SliceThickness = [1, 0, 0, 0, 1, 0], [0.1, 0.1], 2.5
+        ds.Rows = ds.Columns = 4096
+        ds.PixelData = pixels
+        ds.save_as(folder / f"IM{k:04d}.dcm", enforce_file_format=True)
+
+
+@pytest.mark.slow
+def test_a_memory_limit_holds_with_one_worker_too(cts, tmp_path):
+    """--workers 1 ran in the run's own process, where no memory limit holds (the series was
+    decoded whatever --memory-per-worker said): with a limit, units run in a worker process."""
+    source, out = cts(1), tmp_path / "out"
+    huge_in_memory(source / "big" / "ct", 8)
+    args = ["run", "--input", str(source), "--output", str(out), *IMPORT, "--workers", "1",
+            "--memory-per-worker", "500MiB", "--set", "modules.DicomImporter.min_slices=3"]
+    done = subprocess.run([sys.executable, "-c", CLI, *args], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 4, done.stderr[-3000:]
+    assert sorted(r["status"] for r in rows(out)) == ["failed", "processed"]
+    assert "Dask LocalCluster: 1 worker process(es), 500MiB memory each" in (out / "cac-mhub.log").read_text()
+
+
+@pytest.mark.slow
+def test_a_series_that_kills_its_workers_by_memory_gets_a_failed_row(cts, tmp_path):
+    """Issue 20, failure 1: a unit that kills every worker it is given (here by Dask's memory
+    limit, for real: a series small on disk, huge in memory) was only in the units table; now
+    its series has its row, failed with the reason, the counts and the log's last line say so,
+    and the exit status is 4. The other series are done as usual."""
+    source, out = cts(3), tmp_path / "out"
+    huge_in_memory(source / "big" / "ct", 8)
+    assert sum(p.stat().st_size for p in (source / "big" / "ct").iterdir()) < 2_000_000
+    args = ["run", "--input", str(source), "--output", str(out), *IMPORT, "--workers", "2",
+            "--memory-per-worker", "500MiB", "--set", "modules.DicomImporter.min_slices=3"]
+    env = {**os.environ, "CAC_MHUB_WORKERS": ""}
+    done = subprocess.run([sys.executable, "-c", CLI, *args], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 4, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    table = rows(out)
+    assert len(table) == 4 and len({r["key"] for r in table}) == 4
+    failed = [r for r in table if r["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["study_uid"] == "1.2.3.99"
+    assert failed[0]["reason"].startswith("out of memory: the worker processing it was stopped")
+    assert "500MiB" in failed[0]["reason"] and "KilledWorker" in failed[0]["reason"]
+    assert cohort(out)["counts"] == {"scored": 0, "processed": 3, "skipped": 0, "failed": 1}
+    report = json.loads((out / failed[0]["key"] / "report.json").read_text())
+    assert report["status"] == "failed" and report["reason"] == failed[0]["reason"]
+    last = (out / "cac-mhub.log").read_text().strip().splitlines()[-1]
+    assert "4 series, 1 failed" in last and "1 unit(s) lost to a dying process" in last
+    db = StateDB(state_file(out), readonly=True)
+    assert db.counts() == {"processed": 3, "failed": 1} and db.unit_stats()["failed_units"] == 1
+    db.close()
+    # a re-run keeps the failure (a failure is a result) and exits 0: nothing was lost this time
+    again = subprocess.run([sys.executable, "-c", CLI, *args], env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert [r["status"] for r in rows(out)].count("failed") == 1
+
+
+SEGFAULT_PRELOAD = """
+import os, signal
+from cac_mhub.cohort import worker
+real = getattr(worker, "_real_process_unit", worker.process_unit)  # Dask may load a preload twice
+worker._real_process_unit = real
+def crashing(unit, job, modules=None, capture=True):
+    if "crash" in unit.folders[0]:
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return real(unit, job, modules, capture)
+worker.process_unit = crashing
+"""
+
+
+@pytest.mark.slow
+def test_a_series_that_crashes_its_workers_gets_a_failed_row(cts, tmp_path):
+    """A segfault in a worker (here: a Dask preload makes the unit's worker kill itself with
+    SIGSEGV) is not a memory kill: the row says the worker died, and not 'out of memory'."""
+    source, out = cts(3), tmp_path / "out"
+    (source / "crash").mkdir()
+    for path in (source / "study0" / "ct").iterdir():
+        (source / "crash" / path.name).write_bytes(path.read_bytes())
+    edit_all = __import__("tests.header_edits", fromlist=["edit_all"]).edit_all
+    edit_all(sorted((source / "crash").iterdir()), StudyInstanceUID="1.2.3.77", SeriesInstanceUID=generate_uid())
+    preload = tmp_path / "crash_preload.py"
+    preload.write_text(SEGFAULT_PRELOAD)
+    args = ["run", "--input", str(source), "--output", str(out), *IMPORT, "--workers", "2"]
+    env = {**os.environ, "CAC_MHUB_WORKERS": "", "DASK_DISTRIBUTED__WORKER__PRELOAD": f'["{preload}"]'}
+    done = subprocess.run([sys.executable, "-c", CLI, *args], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 4, done.stderr[-3000:]
+    table = {r["study_uid"]: r for r in rows(out)}
+    assert len(table) == 4 and table["1.2.3.77"]["status"] == "failed"
+    assert table["1.2.3.77"]["reason"] == ("worker process died 3 time(s) while processing it (KilledWorker: a "
+                                           "crash such as a segfault, or killed from outside)")
+    assert [table[f"1.2.3.{i}"]["status"] for i in range(3)] == ["processed"] * 3
+
+
+DIES_ON_STUDY1 = """
+import os, signal, sys
+from cac_mhub.cohort import engine
+real = engine.process_unit
+def dying(unit, job, modules=None, capture=True):
+    if "study1" in unit.folders[0]:
+        os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's OOM killer or a segfault would end it
+    return real(unit, job, modules, capture)
+engine.process_unit = dying
+from cac_mhub.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_unit_whose_process_died_twice_is_recorded_failed_not_tried_again(cts, tmp_path):
+    """With one worker the unit runs in the run's own process: if that process dies with the
+    same unit in flight twice (out of memory, a segfault), the next run records the unit's
+    series as failed instead of dying a third time; --retry-failed tries it again. A run
+    stopped on purpose (Ctrl-C) does not count."""
+    source, out = cts(2), tmp_path / "out"
+    args = ["run", "--input", str(source), "--output", str(out), *IMPORT]
+    for _ in range(2):
+        died = subprocess.run([sys.executable, "-c", DIES_ON_STUDY1, *args], capture_output=True, timeout=300)
+        assert died.returncode == -signal.SIGKILL
+    assert run(source, out) == 4
+    table = {r["study_uid"]: r for r in rows(out)}
+    assert table["1.2.3.0"]["status"] == "processed"
+    assert table["1.2.3.1"]["status"] == "failed"
+    assert table["1.2.3.1"]["reason"].startswith("the process working on it died 2 times")
+    assert run(source, out) == 0 and [r["status"] for r in rows(out)].count("failed") == 1  # kept, like any failure
+    assert run(source, out, "--retry-failed") == 0
+    assert {r["status"] for r in rows(out)} == {"processed"}

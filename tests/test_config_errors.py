@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from cac_mhub.chain import ChainError
@@ -151,3 +153,80 @@ def test_plain_names_are_still_fine(tmp_path, make_ct):
                  "--set", "modules.ReportExporter.report_name=r_1.json", "--set", "modules.ReportExporter.cohort_name=all"]) == 0
     assert len(list(out.glob("*/v-1.nii.gz"))) == 1 and len(list(out.glob("*/r_1.json"))) == 1
     assert (out / "all.csv").is_file() and (out / "all.json").is_file()
+
+
+# --- bounded configs: size, nesting, alias expansion (issue 20, failure 6) ------------------------
+
+
+def alias_bomb(levels: int, width: int = 9) -> str:
+    """Nested anchors: each level lists the one below ``width`` times (width**levels values)."""
+    lines = ["general: {name: bomb}", "execute: [DicomImporter, NiftiConverter, ReportExporter]",
+             "x0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"x{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * width) + "]" for i in range(1, levels + 1)]
+    lines.append(f"modules:\n  DicomImporter:\n    preferred_increment_mm: *a{levels}")
+    return "\n".join(lines) + "\n"
+
+
+def _bounded_cases(tmp_path):
+    cases = {
+        "alias bomb, 9 levels": (alias_bomb(9), "values once its aliases are expanded"),
+        "alias bomb, 40 levels": (alias_bomb(40), "values once its aliases are expanded"),
+        "deep flow nesting": ("execute: " + "[" * 30000 + "]" * 30000 + "\n", "nested deeper than"),
+        "deep block nesting": ("modules:\n" + "".join(" " * i + "k:\n" for i in range(1, 200)), "nested deeper than"),
+        "recursive alias": ("execute: &e [DicomImporter, *e]\n", ""),
+        "oversized": ("general: {name: x}\n" + "# padding\n" * 8000, "larger than 64 KiB"),
+    }
+    paths = {}
+    for name, (text, message) in cases.items():
+        path = tmp_path / (name.replace(" ", "_").replace(",", "") + ".yml")
+        path.write_text(text)
+        paths[name] = (path, message)
+    return paths
+
+
+@pytest.mark.parametrize("case", ["alias bomb, 9 levels", "alias bomb, 40 levels", "deep flow nesting",
+                                  "deep block nesting", "recursive alias", "oversized"])
+def test_unbounded_configs_are_refused_at_once(case, tmp_path, capsys):
+    """A YAML alias bomb (9 nested levels hung run and validate past 30 s) and other unbounded
+    documents are one line and exit 2 before anything walks them. The time bound only catches a
+    hang; the figure itself (well under a second) is the issue's, measured by hand."""
+    path, message = _bounded_cases(tmp_path)[case]
+    for command in (lambda: validate("--config", str(path)), lambda: run(tmp_path, "--config", str(path))):
+        start = time.monotonic()
+        assert command() == 2
+        assert time.monotonic() - start < 10
+        err = one_error_line(capsys)
+        assert message in err and str(path) in err
+
+
+def test_unbounded_override_values_are_refused(tmp_path, capsys):
+    values = {
+        "modules.DicomImporter.preferred_increment_mm=" + "[" * 5000 + "]" * 5000: "is longer than",
+        "modules.DicomImporter.preferred_increment_mm=" + "[" * 100 + "]" * 100: "nested deeper than",
+        "modules.DicomImporter.preferred_increment_mm=[*nope, 3]": "is not valid YAML",
+        "modules." + ".".join(["x"] * 3000) + "=1": "is longer than",
+        "modules." + ".".join(["x"] * 40) + "=1": "key nested deeper than",
+    }
+    nested = "&a0 [1, 2, 3, 4, 5, 6, 7, 8, 9]"
+    for level in range(1, 8):
+        nested = f"[{nested}, &a{level} [" + ", ".join([f"*a{level - 1}"] * 9) + "]]"
+    values["modules.DicomImporter.preferred_increment_mm=" + nested] = "values once its aliases are expanded"
+    for override, message in values.items():
+        for command in (lambda: validate("--workflow", "import", "--set", override),
+                        lambda: run(tmp_path, "--workflow", "import", "--set", override)):
+            start = time.monotonic()
+            assert command() == 2
+            assert time.monotonic() - start < 10
+            err = one_error_line(capsys)
+            assert message in err and len(err) < 400, err
+
+
+def test_configs_within_the_bounds_still_load(tmp_path):
+    """Aliases and anchors are fine while the expanded document is small."""
+    config = tmp_path / "anchors.yml"
+    config.write_text("general: {name: a}\nexecute: [DicomImporter, ReportExporter]\n"
+                      "modules:\n  DicomImporter: &opts {min_slices: 5, preferred_increment_mm: &inc [2, 3]}\n"
+                      "  ReportExporter: {}\n")
+    resolved = load(config=config)
+    assert resolved["execute"][0]["options"]["preferred_increment_mm"] == [2.0, 3.0]
+    assert validate("--config", str(config)) == 0

@@ -189,6 +189,96 @@ def test_seg_and_sr_from_repaired_headers_pass_dciodvfy(tmp_path, changes):
     assert all(R.PRIVATE_SCHEME in w or "needed to build DICOMDIR" in w for w in warnings), warnings
 
 
+# --- A2b: over-long text, control characters, an undeclared character set (issue 20, failure 5) -----
+
+
+LONG_AND_LATIN1 = dict(
+    PatientID=b"P" * 300,
+    StudyDescription=("Thorax " * 430).encode("ascii")[:3000],
+    PatientName="Müller^Jörg".encode("latin-1"),
+    InstitutionName="Klinikum Süd\x01\x07".encode("latin-1"),
+    AccessionNumber=b"ACC-0123456789-0123456789",
+    StudyID=b"STUDY\\ID\x1b(B",
+    ReferringPhysicianName=("Dr " + "x" * 80 + "^Anna").encode("latin-1"),
+    OperatorsName="Ä".encode("latin-1"),
+    SpecificCharacterSet=None,
+)
+
+
+def _copied(kind: str, instance, ctx):
+    return pydicom.dcmread(ctx.output_dir / instance.outputs[kind], stop_before_pixels=True)
+
+
+def test_long_text_and_latin1_without_character_set_give_valid_seg_and_sr(tmp_path):
+    """PatientID of 300 characters, StudyDescription of 3,000, Latin-1 bytes with no
+    SpecificCharacterSet (copied unchanged, both files failed validation): every copied value
+    fits its VR, the text is read as Latin-1 and declared as UTF-8, dciodvfy finds no error."""
+    files, labels = write_phantom(tmp_path / "ct")
+    edit_all(files, **LONG_AND_LATIN1)
+    assert "SpecificCharacterSet" not in pydicom.dcmread(files[0], stop_before_pixels=True)
+    instance, ctx = seg_and_sr(tmp_path / "ct", labels, tmp_path / "out")
+    for kind in ("seg", "sr"):
+        out = _copied(kind, instance, ctx)
+        assert out.SpecificCharacterSet == "ISO_IR 192", kind
+        assert out.PatientID == "P" * 64 and len(out.StudyDescription.encode()) <= 64
+        assert out.StudyDescription.startswith("Thorax Thorax")
+        assert str(out.PatientName) == "Müller^Jörg"
+        assert len(out.AccessionNumber) <= 16 and len(out.StudyID) <= 16 and "\x1b" not in out.StudyID
+        assert all(len(group.encode()) <= 64 for group in str(out.ReferringPhysicianName).split("="))
+        equipment = out.ContributingEquipmentSequence[0] if "ContributingEquipmentSequence" in out else None
+        if equipment is not None and "InstitutionName" in equipment:
+            assert equipment.InstitutionName == "Klinikum Süd"
+        errors, _ = dciodvfy(ctx.output_dir / instance.outputs[kind])
+        assert errors == [], (kind, errors)
+    text = " | ".join(instance.warnings)
+    assert "cut for SEG/SR (VR, bytes): AccessionNumber (SH 16), PatientID (LO 64)" in text
+    assert "StudyDescription (LO 64)" in text and "StudyID" in text
+    assert "control characters or backslashes removed" in text and "InstitutionName" in text
+    assert "read as Latin-1, written as UTF-8 (ISO_IR 192) in SEG/SR: " in text and "PatientName" in text
+    assert "Müller" not in text and "PPPP" not in text  # attributes named, never their values
+    assert str(instance.series.first.PatientID) == "P" * 300  # import headers untouched
+
+
+def test_utf8_bytes_without_character_set_are_read_as_utf8(tmp_path):
+    files, labels = write_phantom(tmp_path / "ct")
+    edit_all(files, PatientName="Łukasz^Żółć".encode("utf-8"), StudyDescription="Herz-CT Übersicht".encode("utf-8"),
+             SpecificCharacterSet=None)
+    instance, ctx = seg_and_sr(tmp_path / "ct", labels, tmp_path / "out")
+    seg = _copied("seg", instance, ctx)
+    assert str(seg.PatientName) == "Łukasz^Żółć" and seg.StudyDescription == "Herz-CT Übersicht"
+    assert seg.SpecificCharacterSet == "ISO_IR 192"
+    assert any("read as UTF-8" in w for w in instance.warnings)
+
+
+def test_declared_character_sets_are_kept_and_written_as_utf8(tmp_path):
+    """A correctly declared Latin-1 (ISO_IR 100) is no warning; the copies say UTF-8 and hold the
+    same text. A declared set that does not decode the bytes is read robustly, with a warning."""
+    files, labels = write_phantom(tmp_path / "ct")
+    edit_all(files, SpecificCharacterSet="ISO_IR 100", PatientName="Müller^Jörg".encode("latin-1"))
+    instance, ctx = seg_and_sr(tmp_path / "ct", labels, tmp_path / "out")
+    seg = _copied("seg", instance, ctx)
+    assert str(seg.PatientName) == "Müller^Jörg" and seg.SpecificCharacterSet == "ISO_IR 192"
+    assert not any("non-ASCII" in w for w in instance.warnings)
+    assert dciodvfy(ctx.output_dir / instance.outputs["seg"])[0] == []
+
+    files, labels = write_phantom(tmp_path / "ct2")
+    edit_all(files, SpecificCharacterSet="ISO_IR 192")
+    edit_all(files, PatientName="Müller^Jörg".encode("latin-1"))  # bytes the declaration does not describe
+    instance, ctx = seg_and_sr(tmp_path / "ct2", labels, tmp_path / "out2")
+    assert str(_copied("sr", instance, ctx).PatientName) == "Müller^Jörg"
+    assert any("read as Latin-1" in w for w in instance.warnings)
+
+
+def test_ascii_headers_stay_as_they_were(tmp_path):
+    """Nothing to repair: no warning, no character set declared, values unchanged."""
+    files, labels = write_phantom(tmp_path / "ct")
+    instance, ctx = seg_and_sr(tmp_path / "ct", labels, tmp_path / "out")
+    seg = _copied("seg", instance, ctx)
+    assert "SpecificCharacterSet" not in seg and seg.PatientID == "PHANTOM-0001"
+    assert str(seg.PatientName) == "Phantom^Thorax" and seg.StudyDescription == "CT CHEST"
+    assert not [w for w in instance.warnings if "SEG/SR" in w]
+
+
 # --- A3/A4: ImageType missing or DERIVED ----------------------------------------------------------------
 
 
@@ -293,3 +383,30 @@ def test_default_workflow_scores_a_series_without_uids_with_bad_dates_and_no_ima
     seg = pydicom.dcmread(out / report["outputs"]["seg"], stop_before_pixels=True)
     sr = pydicom.dcmread(out / report["outputs"]["sr"], stop_before_pixels=True)
     assert seg.StudyInstanceUID == sr.StudyInstanceUID == report["uids_derived"]["StudyInstanceUID"]
+
+
+@pytest.mark.slow
+def test_default_workflow_writes_valid_seg_and_sr_from_long_latin1_headers(tmp_path):
+    """Issue 20, failure 5, through `cac-mhub run`: PatientID of 300 characters, StudyDescription
+    of 3,000, Latin-1 bytes and no SpecificCharacterSet; cac.seg.dcm and cac.sr.dcm copied them
+    unchanged and failed validation. Now both pass dciodvfy and the report says what changed."""
+    from cac_mhub.paths import models_dir
+    from cac_mhub.phantom.thorax import generate_thorax
+
+    if not (models_dir() / "cac-phantom-2d" / "model.yml").is_file():
+        pytest.skip("default model not installed under models/")
+    thorax = generate_thorax(777_003, size=256, increment=3.0, z_extent_mm=120.0, burden="moderate")
+    files = write_ct_series(thorax.hu, tmp_path / "in/ct", thorax.spacing_zyx, thorax.origin_lps)
+    edit_all(files, **LONG_AND_LATIN1)
+    out = tmp_path / "out"
+    assert main(["run", "--input", str(tmp_path / "in"), "--output", str(out), "--quiet",
+                 "--set", "modules.NnunetCacRunner.device=cpu", "--set", "modules.DsegConverter.empty=write"]) == 0
+    [report] = json.loads((out / "cohort.json").read_text(encoding="utf-8"))["series"]
+    assert report["status"] == "scored", report["reason"]
+    assert report["series"]["patient_id"] == "P" * 300  # the report keeps the source's value
+    for kind in ("seg", "sr"):
+        written = pydicom.dcmread(out / report["outputs"][kind], stop_before_pixels=True)
+        assert written.SpecificCharacterSet == "ISO_IR 192" and str(written.PatientName) == "Müller^Jörg"
+        errors, _ = dciodvfy(out / report["outputs"][kind])
+        assert errors == [], (kind, errors)
+    assert any("cut for SEG/SR" in w for w in report["warnings"])

@@ -195,6 +195,9 @@ class Context:
     below ``input_dir``."""
     cohort_files: bool = True
     """False when the cohort engine writes the cohort files from its state database."""
+    taken_uids: frozenset[str] = frozenset()
+    """SeriesInstanceUIDs that an earlier unit of the input holds for another patient or study
+    (from the cohort engine's catalog): this unit's series of those UIDs get their own folder."""
 
 
 class Module:

@@ -5,7 +5,9 @@ Subcommands from other packages (``models``, ``phantom``) register themselves th
 
 Exit codes of ``run``: 0 the run completed (single series may have failed: see the cohort
 files), 2 a configuration or folder problem found before any work, 3 the run started but could
-not finish (disk full, output not writable, internal error), 130 interrupted (Ctrl-C). Errors
+not finish (disk full, output not writable, internal error), 4 the run completed but the process
+working on some series died (a worker killed by its memory limit, a segfault): those series are
+``failed`` in the cohort files, 130 interrupted (Ctrl-C). Errors
 are one line on stderr and in the log, never a traceback (that goes to the log at debug level).
 """
 
@@ -36,7 +38,7 @@ log = logging.getLogger("cac_mhub")
 PLUGINS = ("cac_mhub.segmentation.command", "cac_mhub.phantom.command", "cac_mhub.stats.command",
            "cac_mhub.stats.outcomes_command", "cac_mhub.report.command", "cac_mhub.pacs.command")
 LOG_NAME = "cac-mhub.log"
-EXIT_CONFIG, EXIT_RUN, EXIT_INTERRUPTED = 2, 3, 130
+EXIT_CONFIG, EXIT_RUN, EXIT_LOST, EXIT_INTERRUPTED = 2, 3, 4, 130
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     cohort.add_argument("--resources", default="", metavar="NAME=N[,...]",
                         help="Dask resources each unit needs, e.g. GPU=1 (workers started with --resources GPU=1)")
     cohort.add_argument("--memory-per-worker", default="auto",
-                        help="LocalCluster memory limit per worker, e.g. 6GiB (default: an equal share)")
+                        help="LocalCluster memory limit per worker, e.g. 6GiB (default: an equal share); when "
+                             "given, units always run in worker processes (also with --workers 1), so that it holds")
     run.set_defaults(func=cmd_run)
 
     rebuild = sub.add_parser("cohort", help="rebuild the cohort files of an output folder from its state database(s)")
@@ -274,9 +277,11 @@ def _run(modules: list[Module], ctx: Context, options: CohortOptions, progress: 
         log.debug("traceback", exc_info=True)
         return EXIT_RUN
     counts = outcome.counts
-    log.info("done in %.1f s (%d series kept from earlier runs): %d series, %d failed",
-             time.perf_counter() - start, outcome.kept_series, sum(counts.values()), counts.get("failed", 0))
-    return 0
+    lost = outcome.tally.lost
+    log.log(logging.WARNING if lost else logging.INFO, "done in %.1f s (%d series kept from earlier runs): %d series, "
+            "%d failed%s", time.perf_counter() - start, outcome.kept_series, sum(counts.values()), counts.get("failed", 0),
+            f"; {lost} unit(s) lost to a dying process (see cohort.csv; --retry-failed tries again)" if lost else "")
+    return EXIT_LOST if lost else 0
 
 
 def cmd_cohort(args: argparse.Namespace) -> int:

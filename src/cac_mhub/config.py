@@ -29,21 +29,95 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 WORKFLOW_NAME = re.compile(r"[A-Za-z0-9_-]+")
 """A workflow is named, never a path: ``--workflow ../x`` must not reach outside config/."""
 
+#: A config file is input too: bounded before it is parsed (the shipped ones are 1-3 KB).
+MAX_CONFIG_BYTES = 64 * 1024
+#: Deepest nesting of mappings/lists (the shipped configs nest 4 deep).
+MAX_DEPTH = 32
+#: Values after alias expansion (scalars and collections): an alias bomb (nested anchors, each
+#: level repeating the one below) stops here instead of growing 8x a level.
+MAX_NODES = 20_000
+#: One ``--set`` value.
+MAX_OVERRIDE_BYTES = 4096
+
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class ConfigTooLarge(ValueError):
+    """A YAML text beyond the bounds above."""
+
+
+def check_yaml_bounds(text: str, max_depth: int = MAX_DEPTH, max_nodes: int = MAX_NODES) -> None:
+    """Raise :class:`ConfigTooLarge` when ``text`` nests deeper than ``max_depth`` or holds more
+    than ``max_nodes`` values once every alias is expanded.
+
+    Walks the parser's events (the parser keeps its own stack: no recursion, and it stops at the
+    first excess), so neither the composer (recursive in C: deep nesting crashes it) nor anything
+    that walks the loaded data (a deepcopy, the config hash) ever sees an unbounded document.
+    """
+    sizes: dict[str, int] = {}
+    """Expanded size of each finished anchor."""
+    open_: list[list[Any]] = []
+    """Per open collection: [anchor, expanded size so far]."""
+    total = 0
+
+    def add(size: int) -> None:
+        nonlocal total
+        if open_:
+            open_[-1][1] += size
+        else:
+            total += size
+        if total + sum(item[1] for item in open_) > max_nodes:
+            raise ConfigTooLarge(f"more than {max_nodes} values once its aliases are expanded")
+
+    for event in yaml.parse(text, Loader=_LOADER):
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            if len(open_) >= max_depth:
+                raise ConfigTooLarge(f"nested deeper than {max_depth} levels")
+            open_.append([event.anchor, 1])
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            anchor, size = open_.pop()
+            if anchor is not None:
+                sizes[anchor] = size
+            add(size)
+        elif isinstance(event, yaml.ScalarEvent):
+            if event.anchor is not None:
+                sizes[event.anchor] = 1
+            add(1)
+        elif isinstance(event, yaml.AliasEvent):
+            if event.anchor not in sizes:
+                if any(item[0] == event.anchor for item in open_):
+                    raise ConfigTooLarge(f"alias *{event.anchor} refers to a collection that holds it")
+                continue  # an undefined alias: the loader says so
+            add(sizes[event.anchor])
+
+
+def parse_bounded(text: str) -> Any:
+    """``yaml.safe_load`` of a text that passed :func:`check_yaml_bounds`."""
+    check_yaml_bounds(text)
+    return yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader (CSafeLoader or SafeLoader)
+
 
 def load_yaml(path: Path) -> dict[str, Any]:
+    """A config file as a mapping; size, nesting and alias expansion bounded before it is used."""
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ChainError(f"config {path} is larger than {MAX_CONFIG_BYTES // 1024} KiB: not a config file")
+        raw = parse_bounded(data.decode("utf-8"))
     except FileNotFoundError:
         raise ChainError(f"config file not found: {path}") from None
     except OSError as error:
         raise ChainError(f"config {path} cannot be read: {error.strerror or error}") from None
     except UnicodeDecodeError:
         raise ChainError(f"config {path} is not a UTF-8 text file") from None
+    except ConfigTooLarge as error:
+        raise ChainError(f"config {path} is not accepted: {error}") from None
     except yaml.YAMLError as error:
         raise ChainError(f"config {path} is not valid YAML: {str(error).splitlines()[0]}") from None
-    if not isinstance(data, dict):
+    if not isinstance(raw, dict):
         raise ChainError(f"config {path} must be a mapping with general/execute/modules")
-    return data
+    return raw
 
 
 def workflow_path(name: str) -> Path:
@@ -61,12 +135,23 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     """``modules.DicomImporter.min_slices=20`` -> (["modules", "DicomImporter", "min_slices"], 20)."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise ChainError(f"override {text!r} must look like section.key=value")
+        raise ChainError(f"override {_shown(text)} must look like section.key=value")
+    if len(text.encode("utf-8", "surrogateescape")) > MAX_OVERRIDE_BYTES:
+        raise ChainError(f"override {_shown(text)} is longer than {MAX_OVERRIDE_BYTES} bytes")
+    if key.count(".") >= MAX_DEPTH:
+        raise ChainError(f"override {_shown(text)}: key nested deeper than {MAX_DEPTH} levels")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
+        parsed = parse_bounded(value) if value.strip() else ""
+    except ConfigTooLarge as error:
+        raise ChainError(f"override {_shown(text)}: value is not accepted: {error}") from None
     except yaml.YAMLError as error:
-        raise ChainError(f"override {text!r}: value is not valid YAML: {str(error).splitlines()[0]}") from None
+        raise ChainError(f"override {_shown(text)}: value is not valid YAML: {str(error).splitlines()[0]}") from None
     return key.strip().split("."), parsed
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """An override as errors show it: quoted, at most ``limit`` characters."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

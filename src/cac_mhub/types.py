@@ -43,6 +43,18 @@ class Series:
     """The selection rules that were applied, in words, for the log and the report."""
     warnings: list[str] = field(default_factory=list)
     """What selection accepted with a caveat (missing ImageType, a derived reconstruction, ...)."""
+    notes: list[str] = field(default_factory=list)
+    """What scanning set aside or read once (scouts, a second reconstruction, copies), whatever the
+    selection decides: warnings in the report and row."""
+    set_aside: list[tuple[Path, str]] = field(default_factory=list)
+    """Files filed under this SeriesInstanceUID that are not part of the stack, with the reason."""
+    identity: str = ""
+    """Short hash of patient, study and geometry (:mod:`cac_mhub.dicom.stacks`)."""
+    folder_suffix: str = ""
+    """Set when another series of the input shares this one's SeriesInstanceUID: its output
+    folder is ``<uid>_<suffix>`` (stable: from patient, study and geometry)."""
+    shared_with: str = ""
+    """What differs from the other series of the same UID (patient/study/geometry), or ''."""
 
     @property
     def first(self) -> Any:

@@ -11,6 +11,7 @@ folder themselves; only the client writes the database and the cohort files.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from itertools import chain, islice
@@ -24,10 +25,11 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from ..chain import Context, Module, RunError, models_hash, one_line
+from ..io import atomic_write_text, json_default
 from .catalog import CatalogStats, Unit, in_shard, iter_units, manifest_units, whole_input_unit
 from .files import reports, write_cohort_files
 from .state import StateDB, now, state_file
-from .worker import Job, UnitResult, process_unit
+from .worker import Job, UnitResult, lost_unit, process_unit
 
 log = logging.getLogger("cac_mhub")
 
@@ -42,6 +44,13 @@ COHORT_EVERY_S = 30.0
 WORKER_ENVIRON = {"OMP_NUM_THREADS": 1, "MKL_NUM_THREADS": 1, "OPENBLAS_NUM_THREADS": 1}
 #: Memory a worker is given by default (the default model's peak is about 2 GiB; docs/cohorts.md).
 WORKER_MEMORY_GIB = 4.0
+#: Workers a unit may kill before it is recorded as failed (the engine's own LocalCluster; Dask
+#: reschedules a unit whose worker died, and a series that needs more memory than a worker has
+#: kills every worker it is given).
+ALLOWED_WORKER_DEATHS = 3
+#: Runs in a row that died (killed, out of memory, a segfault) while this process worked on the
+#: same unit, before that unit is recorded as failed instead of being tried again.
+MAX_PROCESS_DEATHS = 2
 
 
 @dataclass
@@ -70,11 +79,15 @@ class Tally:
     skipped: int = 0
     started: float = field(default_factory=time.monotonic)
 
+    lost: int = 0
+    """Units whose process died (worker killed by memory, a segfault, ...): their series failed."""
+
     def add(self, result: UnitResult) -> None:
         self.units += 1
         self.series += len(result.series)
         self.failed += sum(s.status == "failed" for s in result.series) + (not result.series and result.status == "failed")
         self.skipped += sum(s.status == "skipped" for s in result.series)
+        self.lost += result.lost
 
     def rate(self) -> float:
         """Series per hour of this run's own work."""
@@ -150,28 +163,51 @@ def background(items: Iterator[Unit], size: int = 256) -> Iterator[Unit]:
 
 
 class InProcess:
-    """Units run one after another in this process, with the client's set-up chain."""
+    """Units run one after another in this process, with the client's set-up chain.
 
-    def __init__(self, modules: list[Module], job: Job) -> None:
-        self.modules, self.job = modules, job
+    Each unit is marked in the state database before it starts and unmarked when its record is
+    written: a unit that was in flight when this process died (out of memory, a segfault, a
+    kill) twice in a row is recorded as failed by the next run instead of killing it again.
+    """
+
+    def __init__(self, modules: list[Module], job: Job, db: StateDB | None = None, retry: bool = False) -> None:
+        self.modules, self.job, self.db, self.retry = modules, job, db, retry
         self.workers = 1
+        self.current: Unit | None = None
 
     def results(self, units: Iterator[Unit]) -> Iterator[UnitResult]:
         for unit in units:
-            yield process_unit(unit, self.job, self.modules, capture=False)
+            deaths = self.db.deaths(unit) if self.db is not None and not self.retry else 0
+            if deaths >= MAX_PROCESS_DEATHS:
+                reason = (f"the process working on it died {deaths} times (out of memory, a crash such as a "
+                          "segfault, or killed); not tried again (--retry-failed does)")
+                log.error("%s failed: %s", unit.label, reason)
+                result = lost_unit(unit, self.job, self.modules, reason)
+                result.lost = True
+                yield result
+                continue
+            if self.db is not None:
+                self.db.start(unit)
+            self.current = unit
+            result = process_unit(unit, self.job, self.modules, capture=False)
+            self.current = None
+            yield result
 
     def close(self) -> None:
-        pass
+        if self.db is not None and self.current is not None:
+            self.db.unstart(self.current)  # stopped on purpose (Ctrl-C, disk full): not a death
 
 
 class OnDask:
     """Units as tasks on a Dask cluster (a LocalCluster of processes, or a scheduler's)."""
 
-    def __init__(self, job: Job, opts: CohortOptions) -> None:
+    def __init__(self, job: Job, opts: CohortOptions, modules: list[Module] | None = None) -> None:
         import dask
         from distributed import Client
 
         self.job, self.opts = job, opts
+        self.modules = modules or []
+        """The client's set-up chain: it records the series of a unit whose workers died."""
         self.cluster = None
         self.scratch = ""
         if opts.scheduler:
@@ -180,7 +216,11 @@ class OnDask:
             log.info("Dask scheduler %s: %d worker(s)", opts.scheduler, self.workers)
         else:
             self.scratch = tempfile.mkdtemp(prefix="cac-mhub-dask-")
-            with dask.config.set({"distributed.nanny.pre-spawn-environ": WORKER_ENVIRON}):
+            # one unit at a time on each worker: a unit queued behind one that kills its worker
+            # would count that death as its own (Dask's default saturation sends two)
+            with dask.config.set({"distributed.nanny.pre-spawn-environ": WORKER_ENVIRON,
+                                  "distributed.scheduler.allowed-failures": ALLOWED_WORKER_DEATHS - 1,
+                                  "distributed.scheduler.worker-saturation": 1.0}):
                 self.cluster = self._local(opts)
             self.client = Client(self.cluster)
             self.workers = opts.workers
@@ -193,19 +233,31 @@ class OnDask:
         return LocalCluster(
             n_workers=opts.workers, threads_per_worker=1, processes=True, dashboard_address=None,
             memory_limit=_memory_limit(opts.memory_per_worker), resources=opts.resources or None,
-            silence_logs=logging.ERROR, local_directory=self.scratch)
+            silence_logs=logging.CRITICAL, local_directory=self.scratch)
 
     def results(self, units: Iterator[Unit]) -> Iterator[UnitResult]:
         from distributed import as_completed
 
         flying: dict[str, Unit] = {}
+        held: list[Unit] = []
+        """Units that take in a unit still in flight: they start once it is done (one writer per folder)."""
         done = as_completed()
         source = iter(units)
 
+        def startable(unit: Unit) -> bool:
+            return not {u.id for u in flying.values()}.intersection(unit.supersedes)
+
         def submit() -> bool:
-            unit = next(source, None)
-            if unit is None:
-                return False
+            unit = next((u for u in held if startable(u)), None)
+            if unit is not None:
+                held.remove(unit)
+            while unit is None:
+                unit = next(source, None)
+                if unit is None:
+                    return False
+                if not startable(unit):
+                    held.append(unit)
+                    unit = None
             future = self.client.submit(process_unit, unit, self.job, key=f"unit-{unit.id}-{self.job.run_id}",
                                         pure=False, resources=self.opts.resources or None)
             flying[future.key] = unit
@@ -221,14 +273,38 @@ class OnDask:
             except RunError:
                 raise
             except Exception as error:  # noqa: BLE001 - a worker that died (KilledWorker) fails its unit only
-                reason = f"worker lost while processing it ({type(error).__name__}: {error})".splitlines()[0][:300]
+                reason = self.death_reason(error)
                 log.error("%s failed: %s", unit.label, reason)
-                result = UnitResult(unit, "failed", reason)
+                result = lost_unit(unit, self.job, self.modules, reason)
+                result.lost = True
             finally:
                 future.release()
             yield result
             while len(flying) < self.ahead() and submit():
                 pass
+
+    def death_reason(self, error: Exception) -> str:
+        """One line on why a unit's worker(s) died: the memory limit when Dask's nanny stopped the
+        worker for it (its ``worker-restart-memory`` event), else a crash or a kill."""
+        from distributed.scheduler import KilledWorker
+
+        if not isinstance(error, KilledWorker):
+            return f"worker lost while processing it ({one_line(error)})"[:300]
+        last = getattr(error.last_worker, "address", None) or str(error.last_worker)
+        deaths = error.allowed_failures + 1
+        try:
+            events = self.client.get_events("worker-restart-memory") or ()
+        except Exception:  # noqa: BLE001 - the events only sharpen the reason
+            events = ()
+        by_memory = [e for _, e in events if isinstance(e, dict) and e.get("worker") == last]
+        if by_memory:
+            rss = max(float(e.get("rss", 0)) for e in by_memory) / 2**30
+            limit = self.opts.memory_per_worker if self.opts.memory_per_worker not in ("", "auto") else "its share"
+            return (f"out of memory: the worker processing it was stopped at {rss:.1f} GiB, near its memory "
+                    f"limit ({limit}); {deaths} workers died on it (KilledWorker); give each worker more memory "
+                    "(--memory-per-worker) or use fewer workers")
+        return (f"worker process died {deaths} time(s) while processing it (KilledWorker: a crash such as a "
+                "segfault, or killed from outside)")
 
     def ahead(self) -> int:
         """Units in flight: two per worker now connected (a batch system adds workers as its
@@ -279,35 +355,52 @@ def run_cohort(modules: list[Module], ctx: Context, opts: CohortOptions, progres
     tally = Tally()
     seen: set[str] = set()
 
+    ran: set[str] = set()
+
     def todo(units: Iterator[Unit]) -> Iterator[Unit]:
         for unit in units:
             seen.add(unit.id)
-            if db.is_done(unit, ctx.config_hash, mhash, opts.retry_failed, ctx.output_dir):
+            if unit.id in stats.superseded:  # a later unit takes in its folders and does its work
+                if not db.is_done(unit, ctx.config_hash, mhash, False, ctx.output_dir):
+                    db.record(unit, "done", SUPERSEDED, [], [], ctx.config_hash, mhash, ctx.run_id)
+                continue
+            redo = bool(ran.intersection(unit.supersedes))  # a part of it was done again: so is the whole
+            if not redo and db.is_done(unit, ctx.config_hash, mhash, opts.retry_failed, ctx.output_dir):
                 tally.kept += 1
                 continue
+            ran.add(unit.id)
             yield unit
 
     pending = todo(background(catalog(ctx, modules, opts, stats)))
-    use_dask = opts.scheduler is not None or opts.workers > 1
+    limited = opts.memory_per_worker not in ("", "auto")  # only a worker process can be held to a limit
+    use_dask = opts.scheduler is not None or opts.workers > 1 or limited
     if use_dask and opts.scheduler is None:
-        head = list(islice(pending, MIN_UNITS_FOR_WORKERS))  # read ahead: is there enough work?
+        enough = 1 if limited else MIN_UNITS_FOR_WORKERS
+        head = list(islice(pending, enough))  # read ahead: is there enough work?
         pending = chain(head, pending)
-        if len(head) < MIN_UNITS_FOR_WORKERS:
+        if len(head) < enough:
             use_dask = False
             log.info("%d unit(s) of work: running in this process, without starting workers", len(head))
     bar = Progress(progress, stats, tally)
     state, stopped = "complete", ""
     executor: Any = None
     try:
-        executor = OnDask(job, opts) if use_dask else InProcess(modules, job)
+        executor = OnDask(job, opts, modules) if use_dask else InProcess(modules, job, db, opts.retry_failed)
         for result in executor.results(pending):
             for level, message in result.log:
                 log.log(level, "%s", message)
+            if result.unit.id in stats.superseded:  # a later unit has (or will have) the whole series
+                log.info("%s: its series continue in a later folder; recorded with that unit", result.unit.label)
+                result.series, result.status, result.reason, result.lost = [], "done", SUPERSEDED, False
             moved = db.record(result.unit, result.status, result.reason, result.series, result.ignored,
                               ctx.config_hash, mhash, ctx.run_id, result.seconds, result.worker, result.peak_rss_mb)
             for key in moved:
-                log.warning("%s: the same series was found again in %s; its outputs are this unit's",
-                            key, result.unit.label)
+                if result.unit.supersedes:
+                    log.info("%s: found again in %s, recorded as one series", key, result.unit.label)
+                else:
+                    log.warning("%s: the same series was found again in %s; its outputs are this unit's",
+                                key, result.unit.label)
+            note_shared_uids(db, result, ctx.output_dir)
             tally.add(result)
             bar.update()
             if cohort.due():
@@ -347,8 +440,13 @@ def run_cohort(modules: list[Module], ctx: Context, opts: CohortOptions, progres
     if not counts and state == "complete":
         log.warning("no DICOM series found in the input folder")
     _log_ignored(stats, tally)
+    extra = "".join(text for count, text in (
+        (stats.mixed_folders, f", {stats.mixed_folders} mixed folder(s)"),
+        (stats.split_series, f", {stats.split_series} series found again in far-apart folders (units merged)"),
+        (stats.shared_uids, f", {stats.shared_uids} SeriesInstanceUID(s) shared by another patient or study"),
+    ) if count)
     log.info("catalog: %d folder(s), %d file(s), %d header(s) read, %d unit(s)%s", stats.folders, stats.files,
-             stats.headers_read, stats.units, f", {stats.mixed_folders} mixed folder(s)" if stats.mixed_folders else "")
+             stats.headers_read, stats.units, extra)
     log.info("units: %d done now, %d already done before (kept), %d series this run (%.0f series/h)",
              tally.units, tally.kept, tally.series, tally.rate())
     return CohortRun(state, tally, stopped, counts, kept_series)
@@ -356,6 +454,39 @@ def run_cohort(modules: list[Module], ctx: Context, opts: CohortOptions, progres
 
 CATALOG = "catalog"
 """Owner of the ignored entries the catalog itself found (no unit holds them)."""
+SHARED_UID = "this SeriesInstanceUID also names another series"
+"""Start of the warning every series gets whose UID another series (patient, study, geometry) shares."""
+SUPERSEDED = "its folders are part of a later unit (a series continues there)"
+"""Reason recorded for a unit whose series a later unit records."""
+
+
+def note_shared_uids(db: StateDB, result: UnitResult, output_dir: Path) -> None:
+    """Series of ``result`` whose SeriesInstanceUID another recorded series shares (another
+    patient, study or geometry, perhaps in another unit): each of them carries a warning that
+    names the others, in its row, its report in the database and its report.json."""
+    for uid in {s.series_uid for s in result.series if s.series_uid}:
+        found = db.series_with_uid(uid)
+        if len(found) < 2:
+            continue
+        for key in found:
+            others = ", ".join(k for k in found if k != key)
+            message = f"{SHARED_UID} ({len(found)} series in all): kept apart, the other(s) as {others}"
+            if db.add_warning(key, message, unless=SHARED_UID):
+                _add_warning_on_disk(output_dir, db.outputs(key).get("report"), message)
+
+
+def _add_warning_on_disk(output_dir: Path, report: str | None, message: str) -> None:
+    """Best effort: report.json is the worker's; the database (and so the cohort files) has it."""
+    if not report:
+        return
+    path = Path(output_dir) / report
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if message not in data.get("warnings", []):
+            data.setdefault("warnings", []).append(message)
+            atomic_write_text(path, json.dumps(data, indent=2, default=json_default) + "\n")
+    except (OSError, ValueError):
+        log.debug("warning not added to %s", path, exc_info=True)
 
 
 def _relative(path: Path, root: Path) -> str:

@@ -40,7 +40,9 @@ CREATE TABLE IF NOT EXISTS series (
     input_folder TEXT, config_hash TEXT, models_hash TEXT, run_id TEXT, finished TEXT,
     outputs TEXT, row TEXT, report TEXT);
 CREATE INDEX IF NOT EXISTS series_by_unit ON series(unit_id);
+CREATE INDEX IF NOT EXISTS series_by_uid ON series(series_uid);
 CREATE TABLE IF NOT EXISTS ignored (unit_id TEXT, path TEXT, reason TEXT);
+CREATE TABLE IF NOT EXISTS started (unit_id TEXT PRIMARY KEY, fingerprint TEXT, deaths INTEGER);
 CREATE INDEX IF NOT EXISTS ignored_by_unit ON ignored(unit_id);
 """
 
@@ -127,6 +129,24 @@ class StateDB:
                     return False  # the user removed a series folder: make it again
         return True
 
+    def start(self, unit: Unit) -> None:
+        """Mark ``unit`` in flight in this process: if the process dies, the next run knows."""
+        self.db.execute(
+            "INSERT INTO started VALUES (?,?,0) ON CONFLICT(unit_id) DO UPDATE SET "
+            "deaths = CASE WHEN fingerprint = excluded.fingerprint THEN deaths ELSE 0 END, "
+            "fingerprint = excluded.fingerprint", (unit.id, unit.fingerprint))
+        self.db.execute("UPDATE started SET deaths = deaths + 1 WHERE unit_id=?", (unit.id,))
+
+    def unstart(self, unit: Unit) -> None:
+        """``unit`` was stopped on purpose (Ctrl-C, a full disk): not a death of its process."""
+        self.db.execute("UPDATE started SET deaths = MAX(deaths - 1, 0) WHERE unit_id=?", (unit.id,))
+
+    def deaths(self, unit: Unit) -> int:
+        """How many runs died while their process worked on ``unit`` (with these input files)."""
+        found = self.db.execute("SELECT deaths FROM started WHERE unit_id=? AND fingerprint=?",
+                                (unit.id, unit.fingerprint)).fetchone()
+        return int(found[0]) if found else 0
+
     def record(self, unit: Unit, status: str, reason: str, series: list[SeriesRecord],
                ignored: list[tuple[str, str]], config_hash: str, models_hash: str, run_id: str,
                seconds: float = 0.0, worker: str = "", peak_rss_mb: float = 0.0) -> list[str]:
@@ -138,6 +158,7 @@ class StateDB:
         try:
             self.db.execute("DELETE FROM series WHERE unit_id=?", (unit.id,))
             self.db.execute("DELETE FROM ignored WHERE unit_id=?", (unit.id,))
+            self.db.execute("DELETE FROM started WHERE unit_id=?", (unit.id,))
             for item in series:
                 other = self.db.execute("SELECT unit_id FROM series WHERE key=?", (item.key,)).fetchone()
                 if other is not None and other[0] != unit.id:
@@ -173,11 +194,37 @@ class StateDB:
         for unit_id in gone:
             self.db.execute("DELETE FROM series WHERE unit_id=?", (unit_id,))
             self.db.execute("DELETE FROM ignored WHERE unit_id=?", (unit_id,))
+            self.db.execute("DELETE FROM started WHERE unit_id=?", (unit_id,))
             self.db.execute("DELETE FROM units WHERE unit_id=?", (unit_id,))
         self.db.execute("COMMIT")
         return len(gone)
 
+    def add_warning(self, key: str, message: str, unless: str = "") -> bool:
+        """Append ``message`` to the warnings of series ``key`` (row and report), unless a warning
+        starting with ``unless`` (or the message itself) is there; True when it was added."""
+        found = self.db.execute("SELECT row, report FROM series WHERE key=?", (key,)).fetchone()
+        if found is None:
+            return False
+        row, report = json.loads(found[0] or "{}"), json.loads(found[1] or "{}")
+        warnings = list(report.get("warnings") or [])
+        if message in warnings or (unless and any(str(w).startswith(unless) for w in warnings)):
+            return False
+        warnings.append(message)
+        report["warnings"] = warnings
+        row["warnings"] = " | ".join(str(w) for w in warnings)
+        self.db.execute("UPDATE series SET row=?, report=? WHERE key=?",
+                        (json.dumps(row, default=json_default), json.dumps(report, default=json_default), key))
+        return True
+
     # --- reading ------------------------------------------------------------------------------
+
+    def series_with_uid(self, series_uid: str) -> list[str]:
+        """Keys of the recorded series with this SeriesInstanceUID."""
+        return [k for (k,) in self.db.execute("SELECT key FROM series WHERE series_uid=? ORDER BY key", (series_uid,))]
+
+    def outputs(self, key: str) -> dict[str, str]:
+        found = self.db.execute("SELECT outputs FROM series WHERE key=?", (key,)).fetchone()
+        return json.loads(found[0] or "{}") if found else {}
 
     def keys(self) -> set[str]:
         return {k for (k,) in self.db.execute("SELECT key FROM series")}

@@ -9,6 +9,7 @@ log lines (a worker's log goes back to the client's log file, in order).
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import resource
@@ -52,6 +53,8 @@ class UnitResult:
     seconds: float = 0.0
     worker: str = ""
     peak_rss_mb: float = 0.0
+    lost: bool = False
+    """True when the process working on the unit died: the client made this record."""
 
 
 class _Capture(logging.Handler):
@@ -124,7 +127,8 @@ def _run(unit: Unit, job: Job, modules: list[Module]) -> UnitResult:
     folder = OutputFolder(output_dir, root, job.run_id, job.shard).unit(unit.id)
     folder.prepare()
     ctx = Context(input_dir=root, output_dir=output_dir, config=job.config, config_hash=job.config_hash,
-                  run_id=job.run_id, output=folder, unit_files=unit_paths(unit, root), cohort_files=False)
+                  run_id=job.run_id, output=folder, unit_files=unit_paths(unit, root), cohort_files=False,
+                  taken_uids=frozenset(unit.taken))
     try:
         instances = run_chain(modules, ctx)
     finally:
@@ -134,6 +138,41 @@ def _run(unit: Unit, job: Job, modules: list[Module]) -> UnitResult:
     reason = f"{len(failed)} series failed" if failed else ""
     return UnitResult(unit, "failed" if failed else "done", reason, series,
                       ignored=list(ctx.shared.get("ignored_files", [])))
+
+
+def lost_unit(unit: Unit, job: Job, modules: list[Module], reason: str) -> UnitResult:
+    """The record of a unit whose process died (a Dask worker killed by its memory limit, a
+    segfault, a kill): made in the client from the headers alone. Every series gets its row and
+    report as the chain would give them: skipped with the selection's reason, or ``failed`` with
+    ``reason``; nothing is decoded, so this cannot die the same way."""
+    def fail_the_selected(ctx: Context) -> list[Instance]:
+        instances = modules[0].create_instances(ctx)
+        for instance in instances:
+            if instance.alive:
+                instance.status, instance.reason = "failed", reason
+                log.error("%s failed: %s", instance.key, reason)
+        return instances
+
+    start = time.perf_counter()
+    try:
+        proxy = copy.copy(modules[0])
+        proxy.create_instances = fail_the_selected  # type: ignore[method-assign]
+        result = _run(unit, job, [proxy, *[m for m in modules[1:] if m.always_run]])
+        result.status, result.reason = "failed", reason
+    except RunError:
+        raise
+    except Exception as error:  # noqa: BLE001 - the unit's headers cannot even be read here
+        log.debug("lost unit %s", unit.label, exc_info=True)
+        result = UnitResult(unit, "failed", f"{reason}; its series could not be listed ({one_line(error)})")
+    if not result.series:  # no series to hang the failure on: one row for the unit itself
+        key = f"unit-{unit.id}"
+        row = {"key": key, "status": "failed", "reason": result.reason, "run_id": job.run_id}
+        report = {"run": {"id": job.run_id}, "config": {"hash": job.config_hash}, "status": "failed",
+                  "reason": result.reason, "series": {}, "input_folders": list(unit.folders)[:20]}
+        result.series = [SeriesRecord(key=key, status="failed", reason=result.reason,
+                                      input_folder=unit.folders[0] if unit.folders else "", row=row, report=report)]
+    result.seconds = time.perf_counter() - start
+    return result
 
 
 def final_status(instance: Instance) -> str:

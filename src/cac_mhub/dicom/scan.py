@@ -20,7 +20,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from ..types import Series
-from . import identity, validate
+from . import identity, stacks, validate
 
 log = logging.getLogger("cac_mhub")
 
@@ -166,18 +166,30 @@ def scan_files(paths: Iterable[Path], ignored: list[tuple[Path, str]] | None = N
         groups[identity.series_uid(ds, path)].append((path, ds))
     series = []
     for uid, items in groups.items():
-        first = items[0][1]
-        series.append(
-            Series(
-                uid=uid,
-                study_uid=_text(first, "StudyInstanceUID"),
-                files=[p for p, _ in items],
-                headers=[d for _, d in items],
-                modality=_text(first, "Modality"),
-                description=_text(first, "SeriesDescription"),
+        try:
+            parts = stacks.split_series(items)
+        except Exception:  # noqa: BLE001 - headers too odd to split: one series, as the UID says
+            log.debug("splitting %s", uid, exc_info=True)
+            parts = [stacks.Part(items, identity="")]
+        differs = stacks.what_differs(parts) if len(parts) > 1 else ""
+        for index, part in enumerate(parts):
+            first = part.items[0][1]
+            series.append(
+                Series(
+                    uid=uid,
+                    study_uid=_text(first, "StudyInstanceUID"),
+                    files=[p for p, _ in part.items],
+                    headers=[d for _, d in part.items],
+                    modality=_text(first, "Modality"),
+                    description=_text(first, "SeriesDescription"),
+                    notes=part.notes,
+                    set_aside=part.set_aside,
+                    identity=part.identity,
+                    folder_suffix=part.identity if index else "",
+                    shared_with=differs,
+                )
             )
-        )
-    series.sort(key=lambda s: (s.study_uid, _int(validate.value(s.first, "SeriesNumber")), s.uid))
+    series.sort(key=lambda s: (s.study_uid, _int(validate.value(s.first, "SeriesNumber")), s.uid, s.folder_suffix))
     return ScanResult(series=series, ignored=ignored)
 
 
@@ -404,14 +416,15 @@ def _checked(series: Series, rules: SelectionRules) -> str:
 
 def select(all_series: list[Series], rules: SelectionRules) -> list[Series]:
     """Mark each series selected or not (with its reason and warnings); return the selected ones."""
-    by_study: dict[str, list[Series]] = defaultdict(list)
+    by_study: dict[tuple[str, str], list[Series]] = defaultdict(list)
     for series in all_series:
         series.rules = rules.describe()
         series.warnings = []
+        _choose_reconstruction(series, rules)
         series.reason = _checked(series, rules)
         series.selected = not series.reason
-        if series.selected:
-            by_study[series.study_uid or series.uid].append(series)
+        if series.selected:  # one patient's study (two patients may share a careless StudyInstanceUID)
+            by_study[(_text(series.first, "PatientID"), series.study_uid or series.uid)].append(series)
     for study, candidates in by_study.items():
         kinds = {id(s): image_kind(s) for s in candidates}
         has_original = any(kinds[id(s)][0] != "derived" for s in candidates)
@@ -437,8 +450,41 @@ def select(all_series: list[Series], rules: SelectionRules) -> list[Series]:
             for other in candidates[1:]:
                 other.selected = False
                 other.warnings = []
-                other.reason = f"another reconstruction of this study is preferred: {best.uid} ({best.description or 'no description'})"
+                other.reason = (f"another reconstruction of this study is preferred: {label(best)} "
+                                f"({best.description or 'no description'})")
     return [s for s in all_series if s.selected]
+
+
+def _choose_reconstruction(series: Series, rules: SelectionRules) -> None:
+    """Several reconstructions under one SeriesInstanceUID (e.g. 2 mm and 5 mm slices, which
+    read as one stack with missing slices): keep the one the rules prefer (eligible first, then
+    :func:`preference_key`), set the others aside with a note that names them."""
+    try:
+        groups = stacks.reconstructions(list(zip(series.files, series.headers)))
+    except Exception:  # noqa: BLE001 - a stack too odd to split stays as it is
+        log.debug("reconstructions of %s", series.uid, exc_info=True)
+        return
+    if len(groups) < 2:
+        return
+    candidates = []
+    for members in groups:
+        candidate = Series(uid=series.uid, study_uid=series.study_uid, files=[p for p, _ in members],
+                           headers=[d for _, d in members], modality=series.modality, description=series.description)
+        candidates.append((bool(_checked(candidate, rules)), _safe_preference(candidate, rules), members))
+    candidates.sort(key=lambda c: (c[0], c[1]))
+    _, _, best = candidates[0]
+    rest = [members for _, _, members in candidates[1:]]
+    series.files, series.headers = [p for p, _ in best], [d for _, d in best]
+    for members in rest:
+        series.set_aside += [(p, "another reconstruction under the same SeriesInstanceUID") for p, _ in members]
+    others = "; ".join(f"{stacks.describe(m)} ({stacks.names(p for p, _ in m)})" for m in rest)
+    series.notes.append(f"{len(groups)} reconstructions under this SeriesInstanceUID: {stacks.describe(best)} "
+                        f"scored (preferred by the selection rules); set aside: {others}")
+
+
+def label(series: Series) -> str:
+    """The series as reasons name it: its UID, with the folder suffix when it shares the UID."""
+    return f"{series.uid}_{series.folder_suffix}" if series.folder_suffix else series.uid
 
 
 def _safe_preference(series: Series, rules: SelectionRules) -> tuple[float, int, int]:

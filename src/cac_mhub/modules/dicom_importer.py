@@ -10,6 +10,7 @@ from ..chain import ChainError, Context, Instance, Module, Option
 from ..dicom.identity import uid_message, uid_report
 from ..dicom.scan import SelectionRules, scan, scan_files, select, unreadable_beside
 from ..io import safe_name
+from ..types import Series
 
 log = logging.getLogger("cac_mhub")
 
@@ -66,18 +67,19 @@ class DicomImporter(Module):
             log.warning("no DICOM series found in the input folder")
         instances, used = [], set()
         for series in result.series:
+            if series.uid in ctx.taken_uids and not series.folder_suffix:
+                series.folder_suffix = series.identity or "2"
+                series.shared_with = series.shared_with or "patient/study"
+        for series in result.series:
             if not series.selected and not self.opts["report_skipped"]:
                 continue
-            key = safe_name(series.uid, fallback="series")
-            while key in used:
-                key += "_"
-            used.add(key)
-            instance = Instance(key=key, series=series)
+            instance = Instance(key=series_key(series, used), series=series)
             if not series.selected:
                 instance.status, instance.reason = "skipped", f"DicomImporter: {series.reason}"
-                log.info("%s skipped: %s", key, series.reason)
+                log.info("%s skipped: %s", instance.key, series.reason)
             self.annotate(instance, result.ignored)
             instances.append(instance)
+        self.note_shared_uids(instances)
         selected = sum(s.selected for s in result.series)
         log.log(logging.DEBUG if ctx.unit_files is not None else logging.INFO,
                 "%d series found, %d selected for scoring", len(result.series), selected)
@@ -95,6 +97,10 @@ class DicomImporter(Module):
             uids = {}
         if uids:
             instance.report["uids_derived"] = uids
+        for message in series.notes:
+            instance.warn(message)
+        if series.set_aside:
+            instance.report["set_aside"] = [{"file": p.name, "reason": why} for p, why in series.set_aside]
         if series.selected:
             for message in series.warnings + ([uid_message(uids)] if uids else []):
                 instance.warn(message)
@@ -104,6 +110,39 @@ class DicomImporter(Module):
             instance.report["unreadable_files_beside"] = len(unreadable)
             instance.warn(f"{len(unreadable)} unreadable file(s) in this series' folder ({names}): "
                           "the series may be missing slices")
+
+
+    @staticmethod
+    def note_shared_uids(instances: list[Instance]) -> None:
+        """Series that share a SeriesInstanceUID but not patient, study or geometry: a warning
+        on each, naming the other output folders (an earlier unit's folder: the engine's catalog
+        knows it, the record then says so)."""
+        by_uid: dict[str, list[Instance]] = {}
+        for instance in instances:
+            if instance.series is not None and instance.series.shared_with:
+                by_uid.setdefault(instance.series.uid, []).append(instance)
+        for group in by_uid.values():
+            for instance in group:
+                series = instance.series
+                assert series is not None
+                others = [o.key for o in group if o is not instance]
+                if others:
+                    instance.warn(f"this SeriesInstanceUID also names another series (another {series.shared_with}): "
+                                  f"kept apart, this one as {instance.key}, the other(s) as {', '.join(others)}")
+                else:
+                    instance.warn("this SeriesInstanceUID also names a series of another patient or study found "
+                                  f"earlier in the input: kept apart, this one as {instance.key}")
+
+
+def series_key(series: Series, used: set[str]) -> str:
+    """The output folder of a series: its SeriesInstanceUID, made safe; ``<uid>_<suffix>`` for a
+    series that shares its UID with another (stable: the suffix hashes patient, study, geometry)."""
+    base = safe_name(series.uid, fallback="series")
+    key = f"{base[:119]}_{series.folder_suffix}" if series.folder_suffix else base
+    while key in used:
+        key += "_"
+    used.add(key)
+    return key
 
 
 def _relative(path: Path, root: Path) -> Path:

@@ -66,7 +66,8 @@ class PushItem:
 
 
 def score_with_cli(input_dir: Path, output_dir: Path, run_args: Sequence[str]) -> int:
-    """``cac-mhub run`` on a folder, in process: the exit code (0 completed, 2 config, 3 failed)."""
+    """``cac-mhub run`` on a folder, in process: the exit code (0 completed, 2 config, 3 failed, 4
+    completed but some series failed because the process working on them died)."""
     from .. import cli
 
     return cli.main(["run", "--input", str(input_dir), "--output", str(output_dir), "--quiet", *run_args])
@@ -152,7 +153,10 @@ class RoundTrip:
             shutil.rmtree(cache, ignore_errors=True)
         if code == 2:
             raise ChainError(f"scoring could not start (exit 2); see {self.output / key / 'cac-mhub.log'}")
-        if code != 0:
+        if code == 4:  # the run completed; the series a dying worker held are failed rows, the rest is pushed
+            log.warning("study %s: some series failed because the process working on them died; see %s/cohort.csv",
+                        key, key)
+        elif code != 0:
             outcome.error = f"scoring did not complete (exit {code}); see {key}/cac-mhub.log"
             self.ledger.set_study(study_uid, key, "failed", outcome.error, attempt=True)
             log.error("study %s: %s", key, outcome.error)
