@@ -39,7 +39,7 @@ BONE_MARGIN_MM = 1.5
 BLOOD_POOL_MM = 4.0
 #: Blood-pool noise (HU, robust SD on the CT grid) above which calcium cores are found on a smoothed
 #: copy: the least smoothing (of :data:`SMOOTHING_MM`) that brings the blood's noise to :data:`QUIET_HU`.
-NOISY_HU = 35.0
+NOISY_HU = 30.0
 SMOOTHING_MM = (0.7, 1.0, 1.4, 2.0)
 QUIET_HU = 20.0
 #: Box around the heart region in which lesions are looked for.
@@ -154,24 +154,28 @@ def _valve_lumen(anatomy: Anatomy) -> np.ndarray:
 
 def blood_noise(hu: np.ndarray, anatomy: Anatomy) -> float:
     """Robust SD (HU) of the blood pool on the CT grid: 1.48 x median absolute deviation of the
-    difference between neighbouring voxels, divided by sqrt(2) (insensitive to slow shading)."""
+    chambers' voxels (away from their walls) in a few slices through the heart's middle.
+
+    Blood is uniform to a few HU, so its spread is the scan's noise, correlated (smooth) noise
+    of a sharp kernel or low dose included.
+    """
     if not anatomy.heart_mass.any():
         return 0.0
     core = ndimage.binary_erosion(fill_slices(anatomy.heart_mass), iterations=2)
     if not core.any():
         core = anatomy.heart_mass
     zs = np.nonzero(core.any(axis=(1, 2)))[0]
-    z = int(zs[len(zs) // 2])
     grid = anatomy.grid
-    rows = np.nonzero(grid.index_maps()[0] == z)[0]
-    full_z = int(rows[len(rows) // 2])
-    iy, ix = grid.index_maps()[1], grid.index_maps()[2]
-    mask = core[z][np.ix_(iy, ix)]
-    plane = hu[full_z].astype(np.float32)
-    diff = (plane[:, 1:] - plane[:, :-1])[mask[:, 1:] & mask[:, :-1]]
-    if diff.size < 50:
+    iz, iy, ix = grid.index_maps()
+    samples = []
+    for z in zs[len(zs) // 4: max(len(zs) // 4 + 1, 3 * len(zs) // 4): max(1, len(zs) // 8)]:
+        rows = np.nonzero(iz == z)[0]
+        mask = core[z][np.ix_(iy, ix)]
+        samples.append(hu[int(rows[len(rows) // 2])][mask].astype(np.float32))
+    values = np.concatenate(samples) if samples else np.zeros(0, np.float32)
+    if values.size < 50:
         return 0.0
-    return float(1.4826 * np.median(np.abs(diff - np.median(diff))) / np.sqrt(2.0))
+    return float(1.4826 * np.median(np.abs(values - np.median(values))))
 
 
 def find_lesions(labels: np.ndarray, hu: np.ndarray, anatomy: Anatomy, spacing_zyx: tuple[float, float, float],
