@@ -8,7 +8,7 @@ cohort files (``cohort.csv``/``cohort.json``) and ``dashboard.html`` are written
 the cohort engine (:mod:`cac_mhub.cohort.files`), with this module's ``cohort_name`` and
 ``dashboard`` options.
 
-Text in cohort.csv is made safe for spreadsheets (:func:`csv_cell`): DICOM values are
+Text in cohort.csv is made safe for spreadsheets (:func:`cac_mhub.formatting.csv_cell`): DICOM values are
 whatever the scanner or an attacker wrote.
 """
 
@@ -17,11 +17,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from typing import Any
 
 from .. import __version__
 from ..chain import Context, Instance, Module, Option, fatal, one_line
+from ..formatting import csv_cell
 from ..io import atomic_write_bytes, atomic_write_text, json_default
 
 log = logging.getLogger("cac_mhub")
@@ -215,24 +215,6 @@ def _head(ctx: Context) -> dict[str, Any]:
             "hash": ctx.config_hash,
         },
     }
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
-
-
-def csv_cell(value: Any) -> Any:
-    """A spreadsheet-safe cell: one line, no control characters, never read as a formula.
-
-    Text starting with ``= + - @`` gets a leading apostrophe (spreadsheets show it as text)
-    unless it is a plain number such as ``-1.5``; non-text values pass unchanged.
-    """
-    if not isinstance(value, str):
-        return value
-    text = _CONTROL.sub(lambda m: " " if m.group() in "\t\r\n" else "", value)
-    if text.lstrip()[:1] in ("=", "+", "-", "@") and not _NUMBER.fullmatch(text):
-        text = "'" + text
-    return text
 
 
 def _series_info(series: Any, first: Any, patient_id: str | None) -> dict[str, Any]:
