@@ -6,7 +6,7 @@ A report that cannot be built is replaced by a minimal one; one that cannot be w
 the series, and its cohort row says so. The report and the row go to the state database; the
 cohort files (``cohort.csv``/``cohort.json``) and ``dashboard.html`` are written from there by
 the cohort engine (:mod:`cac_mhub.cohort.files`), with this module's ``cohort_name`` and
-``dashboard`` options.
+``dashboard`` options; the table's leading columns and statuses are in :mod:`cac_mhub.cohort_schema`.
 
 Text in cohort.csv is made safe for spreadsheets (:func:`cac_mhub.formatting.csv_cell`): DICOM values are
 whatever the scanner or an attacker wrote.
@@ -25,16 +25,6 @@ from ..formatting import csv_cell
 from ..io import atomic_write_bytes, atomic_write_text, json_default
 
 log = logging.getLogger("cac_mhub")
-
-#: Leading cohort CSV columns, in order; score columns (from the scoring module) follow.
-BASE_COLUMNS = [
-    "key", "status", "reason", "patient_id", "study_uid", "study_date", "series_uid", "series_number",
-    "series_description", "modality", "manufacturer", "kvp", "kernel", "kernel_class",
-    "slice_thickness_mm", "increment_mm", "pixel_spacing_mm", "slices", "contrast",
-    "resampled", "excluded_candidates", "excluded_agatston", "warnings", "seconds", "run_id",
-]
-#: Report statuses of finished series.
-STATUSES = ("scored", "processed", "skipped", "failed")
 
 
 class ReportExporter(Module):
@@ -166,6 +156,7 @@ class ReportExporter(Module):
         return {key: csv_cell(value) for key, value in row.items()}
 
     def row(self, instance: Instance, report: dict[str, Any]) -> dict[str, Any]:
+        """The cohort row: :data:`cac_mhub.cohort_schema.BASE_COLUMNS`, then score and module columns."""
         series = report.get("series", {})
         acquisition = report.get("acquisition", {})
         geometry = report.get("geometry", {})
