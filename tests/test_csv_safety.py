@@ -7,7 +7,7 @@ import csv
 import pytest
 
 from cac_mhub.cli import main
-from cac_mhub.modules.report_exporter import csv_cell
+from cac_mhub.formatting import csv_cell
 
 
 @pytest.mark.parametrize("value, expected", [

@@ -267,7 +267,7 @@ def test_heart_localiser_on_a_real_thorax_ct() -> None:
     """On a real chest CT the box must hold the heart (slices 25-70 and rows 150-300 by inspection)."""
     import SimpleITK as sitk
 
-    from cac_mhub.segmentation.localise import locate_heart
+    from cac_mhub.anatomy.crop import locate_heart
 
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(REAL_THORAX)))

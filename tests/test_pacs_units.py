@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pydicom
@@ -209,3 +211,17 @@ def test_compose_files_interpolate_as_documented():
     refused = config("docker-compose.pacs.yml")
     assert refused.returncode != 0 and "set CAC_PACS_PASSWORD" in refused.stderr
     assert config("docker-compose.pacs.yml", CAC_PACS_PASSWORD="x").returncode == 0
+
+
+def test_the_command_line_checks_the_pacs_section_in_a_fresh_process(tmp_path):
+    """The chain's loader never imports pacs/; the CLI's plug-ins register the section's check."""
+    alone = subprocess.run([sys.executable, "-c", "import sys, cac_mhub.config; print('cac_mhub.pacs' in sys.modules)"],
+                           capture_output=True, text=True, check=True)
+    assert alone.stdout.strip() == "False"
+    raw = yaml.safe_load((REPO / "config" / "default.yml").read_text())
+    path = tmp_path / "site.yml"
+    path.write_text(yaml.safe_dump({**raw, "pacs": {"dicomweb": {**WEB, "url": "ftp://x"}}}))
+    done = subprocess.run([sys.executable, "-m", "cac_mhub.cli", "validate", "--config", str(path)],
+                          capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "cac-mhub: config error: pacs.dicomweb.url: expected an http:// or https:// address"

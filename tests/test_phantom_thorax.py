@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cac_mhub.anatomy.crop import locate_heart
 from cac_mhub.phantom.thorax import CALCIUM_HU, generate_thorax
-from cac_mhub.segmentation.localise import locate_heart
 
 SMALL = {"z_extent_mm": 150.0, "increment": 3.0}
 

@@ -1,7 +1,9 @@
 """MHub-style YAML configuration: ``general`` / ``execute`` / ``modules``, validated before any work.
 
-An optional ``pacs:`` section names PACS endpoints for ``cac-mhub pacs`` / ``watch``
-(:mod:`cac_mhub.pacs.config`); it does not change what a run computes, so it is not hashed.
+Sections that belong to a part above the chain (``pacs:``, PACS endpoints for ``cac-mhub pacs``)
+are checked by that part: it registers a validator with :func:`register_section` (the command
+line imports every command plug-in before it reads a config), so this loader never imports it.
+Such a section does not change what a run computes, so it is not hashed.
 
 Precedence (lowest first): a module's declared defaults, its ``modules:`` section, the options
 written in its ``execute`` entry, then ``--set`` overrides from the command line. An ``execute``
@@ -17,7 +19,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -40,6 +42,19 @@ MAX_NODES = 20_000
 MAX_OVERRIDE_BYTES = 4096
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+#: The chain's own sections; any other must have a registered validator.
+CHAIN_SECTIONS = ("general", "execute", "modules")
+#: Section name -> validator (raw value -> checked value, or :class:`ChainError`), registered by
+#: the parts above the chain that own the section.
+SECTION_CHECKS: dict[str, Callable[[Any], Any]] = {}
+
+
+def register_section(name: str, check: Callable[[Any], Any]) -> None:
+    """Let ``name:`` appear in a config, validated by ``check`` after the chain's own sections."""
+    if name in CHAIN_SECTIONS:
+        raise ValueError(f"config section {name!r} belongs to the chain")
+    SECTION_CHECKS[name] = check
 
 
 class ConfigTooLarge(ValueError):
@@ -189,7 +204,7 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
     The result has ``general`` (dict), ``execute`` (list of ``{"module", "options"}``) and
     ``modules`` (the raw per-module sections).
     """
-    unknown = set(raw) - {"general", "execute", "modules", "pacs"}
+    unknown = set(raw) - set(CHAIN_SECTIONS) - set(SECTION_CHECKS)
     if unknown:
         raise ChainError(f"unknown config section(s): {', '.join(sorted(map(str, unknown)))}")
     general = raw.get("general") or {}
@@ -231,10 +246,9 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
         options.update(inline)
         resolved.append({"module": name, "options": _check_options(name, cls.options, options)})
     result = {"general": general, "execute": resolved, "modules": sections}
-    if raw.get("pacs") is not None:
-        from .pacs.config import check_section  # PACS endpoints (docs/pacs.md); not part of the hash
-
-        result["pacs"] = check_section(raw["pacs"])
+    for name, check in SECTION_CHECKS.items():  # e.g. pacs: (docs/pacs.md); not part of the hash
+        if raw.get(name) is not None:
+            result[name] = check(raw[name])
     return result
 
 

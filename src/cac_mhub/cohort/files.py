@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .. import __version__
+from ..cohort_schema import BASE_COLUMNS, STATUSES
 from ..io import atomic_path, json_default
-from ..modules.report_exporter import BASE_COLUMNS, STATUSES
 from .state import StateDB
 
 

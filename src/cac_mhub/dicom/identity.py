@@ -34,9 +34,8 @@ from pydicom.sequence import Sequence
 from pydicom.valuerep import PersonName
 
 from ..types import Series
+from .uids import CT_IMAGE_STORAGE, sop_class_of
 from .validate import numbers, value
-
-CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 
 #: Attributes highdicom reads directly from the first source image (type 2: present, may be empty).
 TYPE2_COPIED = (
@@ -526,8 +525,6 @@ class WriterSources:
 
 def writer_sources(series: Series) -> WriterSources:
     """Headers the SEG and SR writers can copy from (see the module docstring)."""
-    from .scan import sop_class_of
-
     study, _ = study_uid(series)
     frame, _ = frame_of_reference_uid(series)
     uids = uid_report(series)

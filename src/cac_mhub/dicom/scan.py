@@ -21,12 +21,10 @@ from pydicom.errors import InvalidDicomError
 
 from ..types import Series
 from . import identity, stacks, validate
+from .uids import CT_IMAGE_STORAGE, ENHANCED_CT_STORAGE, MEDIA_STORAGE_DIRECTORY, sop_class_of
 
 log = logging.getLogger("cac_mhub")
 
-CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-ENHANCED_CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
-MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 LOCALIZER_TYPES = {"LOCALIZER", "SCOUT", "TOPOGRAM", "SURVIEW", "SCANOGRAM"}
 #: Rendered images: never one slice per plane of the patient (rejected whatever their orientation).
 PROJECTION_TYPES = {"MIP", "MINIP", "MINIMUM IP", "PROJECTION IMAGE", "VOLUME", "CURVED", "VRT", "SSD"}
@@ -111,13 +109,6 @@ def sniff(head: bytes) -> str:
     explicit_vr = head[4:6].isalpha() and head[4:6].isupper()
     short_length = min(int.from_bytes(head[4:8], "little"), int.from_bytes(head[4:8], "big")) < 0x10000
     return "" if explicit_vr or short_length else "not a DICOM file"
-
-
-def sop_class_of(ds: Any) -> str:
-    """SOPClassUID, falling back to the file meta header (some anonymisers blank the former)."""
-    value = str(ds.get("SOPClassUID", "") or "").strip()
-    meta = getattr(ds, "file_meta", None)
-    return value or str(getattr(meta, "MediaStorageSOPClassUID", "") or "").strip()
 
 
 def read_header(path: Path) -> tuple[Any | None, str]:

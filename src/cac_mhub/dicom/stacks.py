@@ -28,9 +28,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from . import validate
+from .uids import CT_IMAGE_STORAGE, ENHANCED_CT_STORAGE
 
-CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-ENHANCED_CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
 LOCALIZER_TYPES = {"LOCALIZER", "SCOUT", "TOPOGRAM", "SURVIEW", "SCANOGRAM"}
 #: Fewest images of one geometry that count as a series of their own beside a larger group of the
 #: same UID; fewer are set aside (two scouts, a dose screen stored as a CT image).

@@ -6,9 +6,9 @@ A report that cannot be built is replaced by a minimal one; one that cannot be w
 the series, and its cohort row says so. The report and the row go to the state database; the
 cohort files (``cohort.csv``/``cohort.json``) and ``dashboard.html`` are written from there by
 the cohort engine (:mod:`cac_mhub.cohort.files`), with this module's ``cohort_name`` and
-``dashboard`` options.
+``dashboard`` options; the table's leading columns and statuses are in :mod:`cac_mhub.cohort_schema`.
 
-Text in cohort.csv is made safe for spreadsheets (:func:`csv_cell`): DICOM values are
+Text in cohort.csv is made safe for spreadsheets (:func:`cac_mhub.formatting.csv_cell`): DICOM values are
 whatever the scanner or an attacker wrote.
 """
 
@@ -17,24 +17,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from typing import Any
 
 from .. import __version__
 from ..chain import Context, Instance, Module, Option, fatal, one_line
+from ..formatting import csv_cell
 from ..io import atomic_write_bytes, atomic_write_text, json_default
 
 log = logging.getLogger("cac_mhub")
-
-#: Leading cohort CSV columns, in order; score columns (from the scoring module) follow.
-BASE_COLUMNS = [
-    "key", "status", "reason", "patient_id", "study_uid", "study_date", "series_uid", "series_number",
-    "series_description", "modality", "manufacturer", "kvp", "kernel", "kernel_class",
-    "slice_thickness_mm", "increment_mm", "pixel_spacing_mm", "slices", "contrast",
-    "resampled", "excluded_candidates", "excluded_agatston", "warnings", "seconds", "run_id",
-]
-#: Report statuses of finished series.
-STATUSES = ("scored", "processed", "skipped", "failed")
 
 
 class ReportExporter(Module):
@@ -166,6 +156,7 @@ class ReportExporter(Module):
         return {key: csv_cell(value) for key, value in row.items()}
 
     def row(self, instance: Instance, report: dict[str, Any]) -> dict[str, Any]:
+        """The cohort row: :data:`cac_mhub.cohort_schema.BASE_COLUMNS`, then score and module columns."""
         series = report.get("series", {})
         acquisition = report.get("acquisition", {})
         geometry = report.get("geometry", {})
@@ -215,24 +206,6 @@ def _head(ctx: Context) -> dict[str, Any]:
             "hash": ctx.config_hash,
         },
     }
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
-
-
-def csv_cell(value: Any) -> Any:
-    """A spreadsheet-safe cell: one line, no control characters, never read as a formula.
-
-    Text starting with ``= + - @`` gets a leading apostrophe (spreadsheets show it as text)
-    unless it is a plain number such as ``-1.5``; non-text values pass unchanged.
-    """
-    if not isinstance(value, str):
-        return value
-    text = _CONTROL.sub(lambda m: " " if m.group() in "\t\r\n" else "", value)
-    if text.lstrip()[:1] in ("=", "+", "-", "@") and not _NUMBER.fullmatch(text):
-        text = "'" + text
-    return text
 
 
 def _series_info(series: Any, first: Any, patient_id: str | None) -> dict[str, Any]:

@@ -4,7 +4,8 @@ Secrets never sit in the YAML nor on the command line: a password or token is na
 environment variable (``password_env``, ``token_env``) or the file (``password_file``,
 ``token_file``, e.g. a Docker secret) that holds it, and is read only when a connection is made.
 A literal ``password:`` or ``token:`` key is an error. Validation runs with the rest of the
-config (``cac-mhub validate``), so a typo is found before any work.
+config (``cac-mhub validate``), so a typo is found before any work: importing this module
+registers :func:`check_section` with the chain's config loader (:func:`cac_mhub.config.register_section`).
 
 .. code-block:: yaml
 
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..chain import ChainError
+from ..config import register_section
 
 AUTH_KINDS = ("none", "basic", "bearer")
 RETRIEVE_KINDS = ("c-get", "c-move")
@@ -262,3 +264,6 @@ def settings(section: dict[str, Any] | None) -> PacsSettings:
         watch=WatchSettings(**section["watch"]),
         modality=section["modality"],
     )
+
+
+register_section("pacs", check_section)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..io import atomic_write_text
-from ..stats.tables import number as _number
+from ..formatting import number as _number
 
 DASHBOARD_NAME = "dashboard.html"
 

@@ -18,8 +18,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..anatomy.crop import locate_heart
 from .card import ModelCard, ModelError, load_card, resolve_model, verify_files
-from .localise import locate_heart
 from .nnunet_env import prepare_nnunet_env
 
 log = logging.getLogger("cac_mhub.segmentation")

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from .tables import COHORT_ID, number, read_rows
+from ..formatting import number
+from .tables import COHORT_ID, read_rows
 
 #: Cohort columns compared as scores when both sides have them.
 SCORE_COLUMNS = ("agatston", "volume_mm3", "mass_mg", "agatston_LM", "agatston_LAD", "agatston_LCX",

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .tables import number
+from ..formatting import number
 
 #: --group value that makes groups from a score column and cut points (DeepCAC2's CAC groups).
 AGATSTON_GROUPS = "agatston_groups"

@@ -8,10 +8,10 @@ missing; so do empty or non-numeric cells in any table.
 from __future__ import annotations
 
 import csv
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+from ..formatting import number
 
 COHORT_CSV = "cohort.csv"
 #: Defaults for our own cohort files: one row per series, keyed by the series folder name.
@@ -41,15 +41,6 @@ def read_rows(path: Path) -> list[dict[str, str]]:
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise TableError(f"cannot read {path}: {error}") from None
     return rows
-
-
-def number(value: Any) -> float | None:
-    """A finite float from a cell, or None (empty, text, NaN, infinity)."""
-    try:
-        result = float(str(value).strip().lstrip("'"))
-    except (TypeError, ValueError):
-        return None
-    return result if math.isfinite(result) else None
 
 
 def scores(rows: list[dict[str, str]], id_column: str, column: str, name: str) -> dict[str, float | None]:

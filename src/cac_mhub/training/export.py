@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..segmentation.localise import DEFAULT_BOX_MM
+from ..anatomy.crop import DEFAULT_BOX_MM
 from ..segmentation.card import write_card
 
 SYNTHETIC_WARNING = (

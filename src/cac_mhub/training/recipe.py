@@ -51,7 +51,7 @@ CARDIAC_FOV_SHARE = 0.3
 def heart_crop(hu: np.ndarray, spacing: tuple[float, float, float]) -> tuple[slice, ...]:
     """The crop the runner segments: the card's box around the HeartLocator's heart region."""
     from ..anatomy import analyse
-    from ..segmentation.localise import locate_heart
+    from ..anatomy.crop import locate_heart
 
     anatomy = analyse(hu, spacing)
     centre = anatomy.region_centre() if anatomy.found else None

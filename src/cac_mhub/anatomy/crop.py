@@ -1,10 +1,16 @@
-"""Find the heart in a chest CT cheaply, so that calcium is segmented at full resolution only there.
+"""The box the calcium network segments: a fixed physical box around the heart.
 
-Why image heuristics rather than a second network: on two CPU cores a whole-chest network pass
-costs more than the calcium model itself. The heart is the large soft-tissue mass between the
-two lungs, above the diaphragm; that is found in well under a second on a coarse copy of the
-scan. The crop is a fixed physical box, generous enough to hold the whole coronary tree when
-the estimate is off by a couple of centimetres.
+It lives with the rest of "where is the heart" (:mod:`cac_mhub.anatomy`): the box is centred on
+the heart region's centre (HeartLocator, :meth:`~cac_mhub.anatomy.analysis.Anatomy.region_centre`)
+whenever there is one, and on this module's cheap lung-based estimate only as a fallback (a chain
+without HeartLocator, or a heart region not found). The nnU-Net runner and the training recipe
+both cut their crops here, so the network is trained on the crop it is run on.
+
+Why the fallback is an image heuristic rather than a second network: on two CPU cores a
+whole-chest network pass costs more than the calcium model itself. The heart is the large
+soft-tissue mass between the two lungs, above the diaphragm; that is found in well under a second
+on a coarse copy of the scan. The box is generous enough to hold the whole coronary tree when the
+estimate is off by a couple of centimetres.
 """
 
 from __future__ import annotations
