@@ -47,6 +47,7 @@ REGISTRY: dict[str, str] = {
     "DsegConverter": "cac_mhub.modules.dseg_converter:DsegConverter",
     "SrExporter": "cac_mhub.modules.sr_exporter:SrExporter",
     "NnunetCacRunner": "cac_mhub.modules.nnunet_cac_runner:NnunetCacRunner",
+    "CalciumDetector": "cac_mhub.modules.calcium_detector:CalciumDetector",
     "SegmentationImporter": "cac_mhub.modules.segmentation_importer:SegmentationImporter",
     "DeepCac2Runner": "cac_mhub.modules.deepcac2_runner:DeepCac2Runner",
     "DeepCacReportExporter": "cac_mhub.modules.deepcac_report:DeepCacReportExporter",

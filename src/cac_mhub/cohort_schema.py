@@ -11,7 +11,7 @@ from __future__ import annotations
 
 #: Leading cohort CSV columns, in order; score columns (from the scoring module) follow.
 BASE_COLUMNS = [
-    "key", "status", "reason", "patient_id", "study_uid", "study_date", "series_uid", "series_number",
+    "key", "status", "reason", "confidence", "confidence_reasons", "patient_id", "study_uid", "study_date", "series_uid", "series_number",
     "series_description", "modality", "manufacturer", "kvp", "kernel", "kernel_class",
     "slice_thickness_mm", "increment_mm", "pixel_spacing_mm", "slices", "contrast",
     "resampled", "excluded_candidates", "excluded_agatston", "warnings", "seconds", "run_id",

@@ -18,6 +18,8 @@ EXCLUDED_COLOUR = "#ff9500"
 #: Non-coronary calcium (reported apart, never in the coronary score): aortic valve, mitral annulus, aorta.
 NONCORONARY_COLOURS = {"aortic_valve": "#bf5af2", "mitral_annulus": "#a2845e", "aorta_ascending": "#00c7be",
                        "aorta_arch": "#00c7be", "aorta_descending": "#00c7be"}
+#: Calcium lesions in the heart region that neither the model nor the detector took (listed, not scored).
+UNLABELLED_COLOUR = "#ffffff"
 NONCORONARY_LEGEND = {"#bf5af2": "aortic valve (apart)", "#a2845e": "mitral annulus (apart)",
                       "#00c7be": "thoracic aorta (apart)"}
 
@@ -34,6 +36,8 @@ def lesion_overview(
     excluded: Mapping[str, np.ndarray] | None = None,
     max_excluded_slices: int = 3,
     noncoronary: Mapping[str, np.ndarray] | None = None,
+    unlabelled: np.ndarray | None = None,
+    confidence: str = "",
 ) -> bytes:
     """PNG of the axial slices with the most Agatston score, scored calcium outlined by artery.
 
@@ -42,8 +46,10 @@ def lesion_overview(
     outlined in light blue) and ``excluded`` (reason -> label map of the candidates the guard
     left out) add a second row: the slices where most was excluded, each candidate outlined in
     orange and named by its reason. ``noncoronary`` (site -> map of the aortic valve, mitral
-    annulus and aorta calcium scored apart) adds a third row in the sites' own colours. A series
-    without calcium shows the middle of the region.
+    annulus and aorta calcium scored apart) adds a third row in the sites' own colours;
+    ``unlabelled`` (lesions of the heart region nobody counted) a fourth, outlined in white, so a
+    reader can judge them. ``confidence`` (the verdict and its reasons' codes) goes into the
+    headline. A series without calcium shows the middle of the region.
     """
     import matplotlib
 
@@ -62,23 +68,26 @@ def lesion_overview(
     excluded_slices = _busiest_slices(excluded, hu, threshold, max_excluded_slices)
     noncoronary = {k: v for k, v in (noncoronary or {}).items() if v is not None and v.any()}
     apart_slices = _busiest_slices(noncoronary, hu, threshold, max_excluded_slices)
-    if not chosen and not excluded_slices and not apart_slices:
+    missed = {"unlabelled": unlabelled} if unlabelled is not None and unlabelled.any() else {}
+    missed_slices = _busiest_slices(missed, hu, threshold, max_excluded_slices)
+    if not chosen and not excluded_slices and not apart_slices and not missed_slices:
         chosen = [_middle_slice(region, hu.shape[0])]
     panels = [(z, "scored") for z in chosen] + [(z, "excluded") for z in excluded_slices] + \
-        [(z, "apart") for z in apart_slices]
-    columns = min(3, max(len(chosen), len(excluded_slices), len(apart_slices), 1))
-    rows = sum(int(np.ceil(len(group) / columns)) for group in (chosen, excluded_slices, apart_slices))
+        [(z, "apart") for z in apart_slices] + [(z, "unlabelled") for z in missed_slices]
+    groups = (chosen, excluded_slices, apart_slices, missed_slices)
+    columns = min(3, max(*(len(g) for g in groups), 1))
+    rows = sum(int(np.ceil(len(group) / columns)) for group in groups)
     figure, axes = plt.subplots(rows, columns, figsize=(4.2 * max(columns, 2), 4.6 * rows + 0.8), squeeze=False,
                                 layout="constrained")
     union = labels > 0
-    for array in (*excluded.values(), *noncoronary.values()):
+    for array in (*excluded.values(), *noncoronary.values(), *missed.values()):
         union = union | (array > 0)
     (y0, y1), (x0, x1) = _crop_box(region if region is not None and region.any() else union, hu.shape, spacing_zyx)
     flat = list(axes.ravel())
-    second = int(np.ceil(len(chosen) / columns)) * columns
-    third = second + int(np.ceil(len(excluded_slices) / columns)) * columns
-    slots = list(range(len(chosen))) + [second + i for i in range(len(excluded_slices))] + \
-        [third + i for i in range(len(apart_slices))]
+    slots, start = [], 0
+    for group in groups:
+        slots += [start + i for i in range(len(group))]
+        start += int(np.ceil(len(group) / columns)) * columns
     for slot, (z, kind) in zip(slots, panels):
         axis = flat[slot]
         axis.imshow(hu[z, y0:y1, x0:x1], cmap="gray", vmin=-200, vmax=600, interpolation="nearest")
@@ -100,6 +109,11 @@ def lesion_overview(
                     axis.contour(cut, levels=[0.5], colors=[NONCORONARY_COLOURS.get(site, "#bf5af2")], linewidths=1.2)
                     found.append(site.replace("_", " "))
             axis.set_title(f"slice {z}: non-coronary, apart ({', '.join(found)})", fontsize=8, color="#6e3d8c")
+        elif kind == "unlabelled":
+            cut = missed["unlabelled"][z, y0:y1, x0:x1] & (hu[z, y0:y1, x0:x1] >= threshold)
+            if cut.any():
+                axis.contour(cut, levels=[0.5], colors=[UNLABELLED_COLOUR], linewidths=1.4)
+            axis.set_title(f"slice {z}: in the heart region, not counted (check)", fontsize=8, color="#444444")
         else:
             reasons = []
             for reason, array in excluded.items():
@@ -117,6 +131,8 @@ def lesion_overview(
     headline = title or "CAC QC"
     if total is not None:
         headline += f" | Agatston {float(total):.1f} ({scores.get('risk_category', '')}), {scores.get('lesion_count', 0)} lesions"
+    if confidence:
+        headline += f" | confidence {confidence}"
     figure.suptitle(headline, fontsize=10)
     present = sorted({name for name in names.values()})
     handles: list[Any] = [Patch(color=ARTERY_COLOURS.get(n, "#ff2dfc"), label=n) for n in present]
@@ -124,6 +140,8 @@ def lesion_overview(
         handles.append(Line2D([0], [0], color=REGION_COLOUR, linestyle="dashed", label="heart region"))
     if excluded:
         handles.append(Patch(color=EXCLUDED_COLOUR, label="not scored (guard)"))
+    if missed:
+        handles.append(Patch(facecolor=UNLABELLED_COLOUR, edgecolor="#444444", label="not counted (check)"))
     for colour in dict.fromkeys(NONCORONARY_COLOURS.get(site, "#bf5af2") for site in noncoronary):
         handles.append(Patch(color=colour, label=NONCORONARY_LEGEND.get(colour, "non-coronary")))
     figure.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8, frameon=False)

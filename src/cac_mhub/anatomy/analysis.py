@@ -24,6 +24,10 @@ ROOT_TOP_MM = 25.0
 CENTRE_TOP_MM = 45.0
 #: ... and above this depth below the heart's centre.
 BELOW_CENTRE_MM = 50.0
+#: The fat round the aortic root where the coronary arteries leave it (see :func:`root_zone`).
+ROOT_REACH_MM = 15.0
+ROOT_BELOW_MM = 20.0
+ROOT_ABOVE_MM = 10.0
 #: Fallback top when the ascending aorta is not found.
 ABOVE_CENTRE_MM = 60.0
 #: Epicardial fat around the cardiac mass.
@@ -105,7 +109,7 @@ def analyse(hu: np.ndarray, spacing_zyx: tuple[float, float, float]) -> Anatomy:
     centre, reason = heart.find_centre(soft, lungs, body, spacing, front, spine_x, view, outline)
     if centre is None:
         return Anatomy(grid, coarse, body, lungs, bone, empty, empty, empty, front, False, reason,
-                       {"seconds": round(time.perf_counter() - start, 2)})
+                       {**view.summary(), "seconds": round(time.perf_counter() - start, 2)})
     desc, asc = _track_aorta(soft, lungs, bone, spacing, centre, front, spine_x, view.truncated)
     aorta_mask = desc.mask(grid.shape, spacing, AORTA_MARGIN_MM) | asc.mask(grid.shape, spacing, ASCENDING_MARGIN_MM)
     # everything below happens in a box of +-13 cm around the centre: the heart fits in it
@@ -121,9 +125,10 @@ def analyse(hu: np.ndarray, spacing_zyx: tuple[float, float, float]) -> Anatomy:
     lung_hu = float(np.median(coarse[lungs])) if lungs.any() else -800.0
     airways = masks.air_lumens(hu, grid.factors, tuple(float(s) for s in spacing_zyx), near, grid.shape, outline,
                                lung_hu) if near is not None else empty
-    region = region_from_mass(mass, bone, body, lungs | _grown(airways, spacing, AIRWAY_MARGIN_MM), aorta_mask,
-                              spacing, centre.zyx[0], root, front, box)
     lowest = asc.discs[0] if asc.discs else None
+    region = region_from_mass(mass, bone, body, lungs | _grown(airways, spacing, AIRWAY_MARGIN_MM), aorta_mask,
+                              spacing, centre.zyx[0], root, front, box, coarse > masks.BONE_HU,
+                              (lowest.z, lowest.y, lowest.x, lowest.radius_mm) if lowest else None)
     info = {
         "_aortic_root": (lowest.z, lowest.y, lowest.x, lowest.radius_mm) if lowest else None,
         "_root_z": root,
@@ -132,6 +137,8 @@ def analyse(hu: np.ndarray, spacing_zyx: tuple[float, float, float]) -> Anatomy:
         "aortic_root_z_mm": round(root * spacing[0], 1) if root is not None else None,
         "descending_aorta_slices": len(desc.discs),
         "ascending_aorta_slices": len(asc.discs),
+        **view.summary(),
+        **placement(region, lungs, view, centre.zyx, lowest, spacing),
         "seconds": round(time.perf_counter() - start, 2),
     }
     if not region.any():
@@ -140,15 +147,45 @@ def analyse(hu: np.ndarray, spacing_zyx: tuple[float, float, float]) -> Anatomy:
     return Anatomy(grid, coarse, body, lungs, bone, aorta_mask, mass, region, front, True, "", info, airways)
 
 
+def placement(region: np.ndarray, lungs: np.ndarray, view: fov.FieldOfView, centre: tuple[int, int, int],
+              root: aorta.Disc | None, spacing: tuple[float, float, float]) -> dict[str, Any]:
+    """Where the heart region sits against the anatomy around it, for the confidence verdict.
+
+    ``root_above_centre_mm`` / ``root_beside_centre_mm``: the aortic root against the heart's
+    centre (a heart hangs from its root: 1-10 cm above, within a few cm beside); ``lung_level``:
+    the lungs' cross-section at the centre's height as a share of their largest (the ventricles
+    sit between wide lungs; the liver under the domes does not); ``region_on_field_edge``: share
+    of the region's slices in which it reaches the field of view's edge (a field cutting the heart).
+    """
+    out: dict[str, Any] = {}
+    if root is not None:
+        out["root_above_centre_mm"] = round((root.z - centre[0]) * spacing[0], 1)
+        out["root_beside_centre_mm"] = round(float(np.hypot((root.y - centre[1]) * spacing[1],
+                                                            (root.x - centre[2]) * spacing[2])), 1)
+    area = lungs.sum(axis=(1, 2))
+    out["lung_level"] = round(float(area[centre[0]] / area.max()), 2) if area.max() > 0 else None
+    rim = ndimage.binary_dilation(view.rim, iterations=1)
+    slices = region.any(axis=(1, 2))
+    on_edge = (region & rim[None]).any(axis=(1, 2))
+    out["region_on_field_edge"] = round(float(on_edge[slices].mean()), 2) if slices.any() else 0.0
+    return out
+
+
 def region_from_mass(mass: np.ndarray, bone: np.ndarray, body: np.ndarray, lungs: np.ndarray, aorta_mask: np.ndarray,
                      spacing: tuple[float, float, float], z_centre: int, root: int | None, front: np.ndarray,
-                     box: tuple[slice, ...] | None = None) -> np.ndarray:
+                     box: tuple[slice, ...] | None = None, dense: np.ndarray | None = None,
+                     root_disc: tuple[int, float, float, float] | None = None) -> np.ndarray:
     """Where coronary calcium may be, from the cardiac mass: the mass grown by the epicardial fat,
     minus lungs, bone, aorta, what lies behind the spine or in front of the chest wall, and cut
-    below / above the heart's centre and aortic root. ``box`` limits the distance maps (speed only)."""
+    below / above the heart's centre and aortic root. ``box`` limits the distance maps (speed only);
+    ``dense`` (bone-bright tissue of any size) helps find the chest wall (:func:`.landmarks.anterior_wall`);
+    ``root_disc`` (slice, row, column, radius mm of the ascending aorta's lowest clear disc) adds the
+    fat round the aortic root where the coronary arteries leave it (:func:`root_zone`)."""
     box = box or tuple(slice(0, n) for n in mass.shape)
     region = np.zeros(mass.shape, bool)
     region[box] = ndimage.distance_transform_edt(~mass[box], sampling=spacing) <= FAT_MARGIN_MM
+    if root_disc is not None:
+        region |= root_zone(mass.shape, spacing, root_disc)
     region[box] &= ~(ndimage.distance_transform_edt(~bone[box], sampling=spacing) <= BONE_MARGIN_MM)
     region &= body & ~lungs & ~aorta_mask
     z_low = int(np.floor(z_centre - BELOW_CENTRE_MM / spacing[0]))
@@ -157,9 +194,29 @@ def region_from_mass(mass: np.ndarray, bone: np.ndarray, body: np.ndarray, lungs
     region[: max(0, z_low)] = False
     region[max(0, z_high + 1):] = False
     _behind_spine(region, front, spacing)
-    wall = landmarks.anterior_wall(bone, body, mass, spacing)
+    wall = landmarks.anterior_wall(bone, body, mass, spacing, dense)
     _in_front_of_wall(region, wall)
     return region
+
+
+def root_zone(shape: tuple[int, ...], spacing: tuple[float, float, float],
+              root_disc: tuple[int, float, float, float]) -> np.ndarray:
+    """The fat round the aortic root where the left main and the right coronary artery leave it and
+    the proximal LAD, LCX and RCA run: within :data:`ROOT_REACH_MM` of the root's wall, from
+    :data:`ROOT_BELOW_MM` under its lowest clear disc to :data:`ROOT_ABOVE_MM` over it.
+
+    Why: the cardiac mass is found by an opening that drops the thin atrial appendages and the
+    root itself, so the mass grown by the epicardial fat misses the atrioventricular grooves'
+    upper ends, where plaques of the proximal arteries sit.
+    """
+    z0, y0, x0, radius = root_disc
+    out = np.zeros(shape, bool)
+    lo = max(0, int(np.floor(z0 - ROOT_BELOW_MM / spacing[0])))
+    hi = min(shape[0], int(np.ceil(z0 + ROOT_ABOVE_MM / spacing[0])) + 1)
+    yy, xx = np.ogrid[: shape[1], : shape[2]]
+    disc = ((yy - y0) * spacing[1]) ** 2 + ((xx - x0) * spacing[2]) ** 2 <= (radius + ROOT_REACH_MM) ** 2
+    out[lo:hi] = disc
+    return out
 
 
 def with_heart_mask(anatomy: Anatomy, mask: np.ndarray, method: str) -> Anatomy:
@@ -180,8 +237,10 @@ def with_heart_mask(anatomy: Anatomy, mask: np.ndarray, method: str) -> Anatomy:
                        reason=f"the {method} heart model found no heart in the field of view", info=info)
     depth = ndimage.distance_transform_edt(mass, sampling=spacing)
     centre = np.unravel_index(int(np.argmax(depth)), mass.shape)
-    region = region_from_mass(mass, anatomy.bone, anatomy.body, anatomy.lungs, anatomy.aorta, spacing,
-                              int(centre[0]), anatomy.info.get("_root_z"), anatomy.spine_front)
+    airways = anatomy.airways if anatomy.airways is not None else np.zeros(grid.shape, bool)
+    region = region_from_mass(mass, anatomy.bone, anatomy.body, anatomy.lungs | _grown(airways, spacing, AIRWAY_MARGIN_MM),
+                              anatomy.aorta, spacing, int(centre[0]), anatomy.info.get("_root_z"), anatomy.spine_front,
+                              dense=anatomy.coarse_hu > masks.BONE_HU, root_disc=anatomy.info.get("_aortic_root"))
     info.update({"centre_zyx_mm": [round(float(c) * s, 1) for c, s in zip(centre, spacing)],
                  "centre_radius_mm": round(float(depth.max()), 1)})
     if not region.any():

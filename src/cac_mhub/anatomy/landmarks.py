@@ -47,13 +47,20 @@ def spine_front(bone: np.ndarray, body: np.ndarray, spacing: tuple[float, float,
     return _fill_gaps(_smooth_nan(front, 5)), _fill_gaps(_smooth_nan(centre, 5))
 
 
+#: Dense tissue this far in front of the cardiac mass is chest wall (costal cartilage, calcified
+#: or cut into pieces by a narrow field of view), never a coronary artery on the heart's surface.
+WALL_GAP_MM = 12.0
+
+
 def anterior_wall(bone: np.ndarray, body: np.ndarray, mass: np.ndarray,
-                  spacing: tuple[float, float, float]) -> np.ndarray:
+                  spacing: tuple[float, float, float], dense: np.ndarray | None = None) -> np.ndarray:
     """Per slice and column, the y index of the inner (posterior) surface of the anterior chest wall.
 
     Bone in front of the heart's soft-tissue mass (sternum, costal cartilage, rib ends) marks
-    the wall; between bones the surface is interpolated along x, and where no bone is in view
-    the body surface is used. The wall never passes through the mass itself. Returns an array
+    the wall, and so does any ``dense`` tissue at least :data:`WALL_GAP_MM` in front of the mass
+    (pieces of calcified cartilage too small for the skeleton, ribs cut short by a narrow field
+    of view); between them the surface is interpolated along x, and where none is in view the
+    body surface is used. The wall never passes through the mass itself. Returns an array
     ``[z, x]`` (NaN outside the body).
     """
     nz, ny, nx = bone.shape
@@ -65,6 +72,8 @@ def anterior_wall(bone: np.ndarray, body: np.ndarray, mass: np.ndarray,
         has_mass = mass[z].any(axis=0)
         mass_front = np.where(has_mass, np.argmax(mass[z], axis=0), y_default)
         front_bone = bone[z] & (rows < mass_front[None, :])
+        if dense is not None:
+            front_bone |= dense[z] & (rows < (mass_front - WALL_GAP_MM / spacing[1])[None, :]) & has_mass[None, :]
         cols = np.nonzero(front_bone.any(axis=0))[0]
         inner = np.full(nx, np.nan)
         if cols.size:

@@ -217,7 +217,8 @@ def find_lesions(labels: np.ndarray, hu: np.ndarray, anatomy: Anatomy, spacing_z
         area_max = float(part.reshape(part.shape[0], -1).sum(axis=1).max()) * pixel_mm2
         hits = labelled[where] & part
         model_label = _majority(local_labels[where][hits]) if hits.any() else 0
-        if model_label and complete:
+        in_region = bool(zone.region[where][part].mean() >= 0.5)
+        if model_label and complete and in_region:  # outside the region the guard decides as labelled
             grow = part & ~hits
             out.added_voxels += int(grow.sum())
             out.completed_lesions += int(grow.any())

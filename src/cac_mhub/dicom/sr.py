@@ -137,13 +137,15 @@ def build_sr(
     series_description: str = DEFAULT_SERIES_DESCRIPTION,
     series_number: int = DEFAULT_SERIES_NUMBER,
     noncoronary: Mapping[str, Any] | None = None,
+    confidence: Mapping[str, Any] | None = None,
 ) -> Any:
     """A Comprehensive 3D SR (TID 1500) of ``scores`` (a scoring result or its ``to_dict()``).
 
     ``seg`` (the DICOM SEG written for the same series, header is enough) makes each artery
     group reference its segment; without it (score zero, resampled volume) the groups only
     name the artery. ``noncoronary`` (the ``noncoronary`` report block) adds one group per
-    delineated non-coronary site. Every source header becomes evidence.
+    delineated non-coronary site. ``confidence`` (the report's verdict) adds the verdict and each
+    reason as qualitative evaluations of the total. Every source header becomes evidence.
     """
     import highdicom as hd
 
@@ -161,7 +163,7 @@ def build_sr(
             method=codes.DCM.AgatstonScoringMethod,
             algorithm_id=algorithm_id,
             measurements=_measurements(totals, algorithm_id),
-            qualitative_evaluations=_evaluations(data),
+            qualitative_evaluations=_evaluations(data) + _confidence(confidence),
         )
     ]
     segments = _segments_by_name(seg)
@@ -280,6 +282,34 @@ def _private_scheme() -> Any:
     )
 
 
+def _confidence_name() -> Any:
+    import highdicom as hd
+
+    return hd.sr.CodedConcept("CONFID", PRIVATE_SCHEME, "Confidence of the result")
+
+
+def _confidence_reason_name() -> Any:
+    import highdicom as hd
+
+    return hd.sr.CodedConcept("CONFRSN", PRIVATE_SCHEME, "Reason for lowered confidence")
+
+
+def _confidence(confidence: Mapping[str, Any] | None) -> list[Any]:
+    """The verdict (high / medium / low) and one evaluation per reason, its text as the code meaning."""
+    import highdicom as hd
+
+    if not confidence or not confidence.get("verdict"):
+        return []
+    verdict = str(confidence["verdict"])
+    result = [hd.sr.QualitativeEvaluation(_confidence_name(),
+                                          hd.sr.CodedConcept(verdict.upper()[:16], PRIVATE_SCHEME, verdict))]
+    for reason in confidence.get("reasons", []):
+        meaning = str(reason.get("text", reason["code"]))[:64]
+        result.append(hd.sr.QualitativeEvaluation(
+            _confidence_reason_name(), hd.sr.CodedConcept(str(reason["code"]).upper()[:16], PRIVATE_SCHEME, meaning)))
+    return result
+
+
 def _evaluations(data: Mapping[str, Any]) -> list[Any]:
     import highdicom as hd
 
@@ -323,7 +353,8 @@ def read_sr(sr: Dataset) -> dict[str, Any]:
     Returns ``agatston``, ``volume_mm3``, ``mass_mg`` (None when absent), ``mass_hu_mm3``,
     ``lesion_count``, ``risk_category``, ``cac_drs``, ``per_artery`` {name: {...}},
     ``segments`` {name: (SEG SOPInstanceUID, segment number)} and ``noncoronary`` {site: {...}}
-    (sites as in the report block, ``tac`` for the aorta total; ``avc_category`` when coded).
+    (sites as in the report block, ``tac`` for the aorta total; ``avc_category`` when coded),
+    ``confidence`` and ``confidence_reasons`` (codes, lower case) when the report carried them.
     """
     import highdicom as hd
 
@@ -344,6 +375,10 @@ def read_sr(sr: Dataset) -> dict[str, Any]:
                     result["risk_category"] = evaluation.value.meaning
                 elif concept == "CACDRS":
                     result["cac_drs"] = evaluation.value.meaning
+                elif concept == "CONFID":
+                    result["confidence"] = evaluation.value.meaning
+                elif concept == "CONFRSN":
+                    result.setdefault("confidence_reasons", []).append(evaluation.value.value.lower())
             continue
         if identifier in apart:
             result["noncoronary"][apart[identifier]] = values

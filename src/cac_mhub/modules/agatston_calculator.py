@@ -81,6 +81,25 @@ class AgatstonCalculator(Module):
         for message in result.warnings:
             instance.warn(message)
         instance.scores = result
+        self.judge(instance, float(result.agatston), score_of)
+
+    def judge(self, instance: Instance, kept: float, score_of: Callable[[np.ndarray], Any]) -> None:
+        """The confidence verdict (:mod:`cac_mhub.anatomy.confidence`) into the report (the cohort row reads it)."""
+        from ..anatomy.confidence import assess, summary_text
+        from ..anatomy.lesions import blood_noise
+
+        volume, anatomy = instance.volume, instance.anatomy
+        lesions = instance.report.get("lesions") or {}
+        noise = lesions.get("noise_hu")
+        if noise is None and anatomy is not None and anatomy.found:
+            noise = round(blood_noise(volume.hu, anatomy), 1)
+        verdict = assess(instance.report.get("heart") if anatomy is not None else None,
+                         increment_mm=volume.increment, slice_thickness_mm=volume.slice_thickness, noise_hu=noise,
+                         kept_agatston=kept, doubtful_agatston=_doubtful(instance, score_of),
+                         unlabelled_agatston=float(lesions.get("unlabelled_agatston") or 0.0))
+        instance.report["confidence"] = verdict
+        if verdict["verdict"] != "high":
+            log.info("%s: confidence %s", instance.key, summary_text(verdict))
 
     def apply_guard(self, instance: Instance, score_of: Callable[[np.ndarray], Any]) -> None:
         """Clear every candidate outside the heart region or on bone/aorta/valves; report what went."""
@@ -109,6 +128,17 @@ class AgatstonCalculator(Module):
         for reason, block in summary["excluded"].items():
             log.info("%s: guard excluded %d candidate(s) %s (Agatston %.1f)", instance.key,
                      block["candidates"], block["meaning"], block["agatston"])
+
+
+def _doubtful(instance: Instance, score_of: Callable[[np.ndarray], Any]) -> float:
+    """Agatston the guard left out that could still be coronary (:data:`DOUBTFUL_EXCLUSIONS`)."""
+    from ..anatomy.confidence import DOUBTFUL_EXCLUSIONS
+
+    result = instance.report.get("_guard_result")
+    if result is None:
+        return 0.0
+    return float(sum(score_of(result.excluded_maps[reason]).agatston
+                     for reason in DOUBTFUL_EXCLUSIONS if reason in result.excluded_maps))
 
 
 _STANDARD_ONLY = ("threshold_hu", "kvp_adjusted_threshold", "min_area_mm2", "min_area_pixels",

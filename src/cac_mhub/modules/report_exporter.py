@@ -75,6 +75,7 @@ class ReportExporter(Module):
         log.error("%s failed: %s", instance.key, reason)
 
     def write_qc(self, instance: Instance, ctx: Context) -> None:
+        from ..anatomy.confidence import summary_text
         from ..plots import lesion_overview
 
         volume, labels = instance.volume, instance.labels
@@ -85,7 +86,9 @@ class ReportExporter(Module):
         png = lesion_overview(volume.hu, labels.array, labels.names, instance.scores.to_dict(),
                               volume.spacing_zyx, title=f"series {instance.key[-12:]}", region=region,
                               excluded=guarded.excluded_maps if guarded is not None else None,
-                              noncoronary=sites.site_maps(volume.hu.shape) if sites is not None else None)
+                              noncoronary=sites.site_maps(volume.hu.shape) if sites is not None else None,
+                              unlabelled=instance.report.get("_unlabelled_map"),
+                              confidence=summary_text(instance.report.get("confidence") or {}))
         target = ctx.output_dir / instance.key / "qc.png"
         atomic_write_bytes(target, png)
         instance.outputs["qc"] = str(target.relative_to(ctx.output_dir))
@@ -166,6 +169,8 @@ class ReportExporter(Module):
             "key": instance.key,
             "status": report["status"],
             "reason": report["reason"],
+            "confidence": (report.get("confidence") or {}).get("verdict"),
+            "confidence_reasons": "; ".join(r["text"] for r in (report.get("confidence") or {}).get("reasons", [])),
             "patient_id": series.get("patient_id"),
             "study_uid": series.get("study_uid"),
             "study_date": series.get("study_date"),

@@ -39,6 +39,7 @@ class SrExporter(Module):
             series_description=self.opts["series_description"],
             series_number=self.opts["series_number"],
             noncoronary=instance.report.get("noncoronary"),
+            confidence=instance.report.get("confidence"),
         )
         target = ctx.output_dir / instance.key / f"{safe_name(self.opts['name'], 'cac')}.sr.dcm"
         with atomic_path(target) as tmp:

@@ -40,6 +40,7 @@ COLUMNS: tuple[tuple[str, str, str, int, str], ...] = (
     ("kernel", "kernel", "s", 80, "kernel"),
     ("score", "Agatston", "n", 75, "agatston"),
     ("group", "risk group", "s", 80, "risk_category"),
+    ("confidence", "confidence", "s", 75, "confidence"),
     ("percentile", "MESA percentile", "s", 70, "cac_percentile"),
     ("avc", "AVC", "n", 60, "avc_agatston"),
     ("mac", "MAC", "n", 60, "mac_agatston"),
@@ -49,8 +50,12 @@ COLUMNS: tuple[tuple[str, str, str, int, str], ...] = (
     ("warnings", "warnings", "s", 200, "warnings"),
     ("excluded", "excluded candidates", "n", 70, "excluded_candidates"),
     ("excluded_agatston", "excluded Agatston", "n", 75, "excluded_agatston"),
+    ("unlabelled", "not counted Agatston", "n", 75, "unlabelled_agatston"),
+    ("confidence_reasons", "confidence reasons", "s", 260, "confidence_reasons"),
 )
-DIGITS = {"score": 1, "excluded_agatston": 1, "avc": 1, "mac": 1, "tac": 1}
+DIGITS = {"score": 1, "excluded_agatston": 1, "avc": 1, "mac": 1, "tac": 1, "unlabelled": 1}
+CONFIDENCE_ORDER = ("high", "medium", "low")
+CONFIDENCE_COLOURS = {"high": "#34c759", "medium": "#ff9500", "low": "#ff3b30"}
 #: Pages that may sit beside dashboard.html (written by other commands), linked when present.
 BESIDE = (("outcomes.html", "outcome analysis (Kaplan-Meier, Cox) of this cohort"),)
 STATUS_ORDER = ("scored", "processed", "skipped", "failed", "pending")
@@ -62,11 +67,12 @@ STATUS_COLOURS = {"scored": "#34c759", "processed": "#0a84ff", "skipped": "#ffcc
 
 
 def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Counts by status, score histogram, risk groups and per-artery totals of cohort rows."""
+    """Counts by status, score histogram, risk groups, confidence and per-artery totals of cohort rows."""
     statuses: dict[str, int] = {}
     groups: dict[str, int] = {}
     histogram = [0] * len(HISTOGRAM_EDGES)  # [0], (0,1], (1,3], ... , > 10000
     arteries = dict.fromkeys(ARTERIES, 0.0)
+    confidence: dict[str, int] = {}
     for row in rows:
         status = str(row.get("status") or "unknown")
         statuses[status] = statuses.get(status, 0) + 1
@@ -76,10 +82,14 @@ def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         group = str(row.get("risk_category") or "")
         if group:
             groups[group] = groups.get(group, 0) + 1
+        verdict = str(row.get("confidence") or "")
+        if verdict:
+            confidence[verdict] = confidence.get(verdict, 0) + 1
         histogram[_bin(score)] += 1
         for artery in ARTERIES:
             arteries[artery] += _number(row.get(f"agatston_{artery}")) or 0.0
-    return {"statuses": statuses, "groups": groups, "histogram": histogram, "arteries": arteries}
+    return {"statuses": statuses, "groups": groups, "histogram": histogram, "arteries": arteries,
+            "confidence": confidence}
 
 
 def _bin(score: float) -> int:
@@ -115,7 +125,7 @@ def svg_bars(title: str, items: Iterable[tuple[str, float, str]], value_format: 
 
 
 def charts(summary: dict[str, Any]) -> str:
-    """The four charts: status counts, score histogram, risk groups, per-artery share."""
+    """The charts: status counts, score histogram, risk groups, confidence, per-artery share."""
     statuses = summary["statuses"]
     order = [s for s in STATUS_ORDER if s in statuses] + sorted(set(statuses) - set(STATUS_ORDER))
     status_bars = [(s, statuses[s], STATUS_COLOURS.get(s, "#8e8e93")) for s in order]
@@ -129,6 +139,8 @@ def charts(summary: dict[str, Any]) -> str:
         svg_bars("series by status", status_bars),
         svg_bars("Agatston score, scored series (log bins)", histogram),
         svg_bars("risk groups, scored series", group_bars),
+        svg_bars("confidence, scored series", [(c, summary.get("confidence", {}).get(c, 0), CONFIDENCE_COLOURS[c])
+                                                 for c in CONFIDENCE_ORDER]),
         svg_bars("share of the Agatston total per artery", artery_bars, "{:.1f} %"),
     ])
 

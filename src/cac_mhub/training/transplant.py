@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from ..anatomy.analysis import Anatomy
+from ..anatomy.analysis import Anatomy, root_zone
 from ..anatomy.lesions import zones
 
 #: A source calcification: bright enough to be calcium beyond doubt, small enough to be a plaque.
@@ -34,6 +34,8 @@ MIN_SMOOTH_PEAK_HU = 200.0
 PATCH_MARGIN_MM = 2.0
 #: Target sites: epicardial fat this far (mm) outside the cardiac mass.
 SITE_MASS_MM = (0.5, 7.0)
+#: ... or in the fat round the aortic root (the proximal arteries), this far from the aorta mask.
+SITE_AORTA_MM = 1.5
 
 
 @dataclass
@@ -103,8 +105,9 @@ def coronary_sites(hu: np.ndarray, anatomy: Anatomy, spacing: tuple[float, float
     """Points in the epicardial fat of the heart region where coronary arteries could run.
 
     Fat (-190..-30 HU, smoothed over 1 mm) in the free zone of the heart region, 0.5-7 mm
-    outside the cardiac mass; points where the fat is thick (the grooves) are drawn three times
-    as often. At least ``min_apart_mm`` apart.
+    outside the cardiac mass or in the fat round the aortic root (where the proximal arteries
+    run); points where the fat is thick (the grooves) are drawn three times as often. At least
+    ``min_apart_mm`` apart.
     """
     zone = zones(anatomy, spacing)
     if zone is None:
@@ -114,7 +117,12 @@ def coronary_sites(hu: np.ndarray, anatomy: Anatomy, spacing: tuple[float, float
     grid = anatomy.grid
     iz, iy, ix = (index[s] for index, s in zip(grid.index_maps(), zone.box))
     mass = zone.distances["mass"][np.ix_(iz, iy, ix)]
-    fat &= (mass >= SITE_MASS_MM[0]) & (mass <= SITE_MASS_MM[1])
+    near = (mass >= SITE_MASS_MM[0]) & (mass <= SITE_MASS_MM[1])
+    root = anatomy.info.get("_aortic_root")
+    if root:  # the proximal arteries in the fat round the aortic root, clear of its wall
+        around = root_zone(grid.shape, grid.spacing, root) & (zone.distances["aorta"] >= SITE_AORTA_MM)
+        near |= around[np.ix_(iz, iy, ix)]
+    fat &= near
     points = np.argwhere(fat)
     if len(points) == 0:
         return []
