@@ -44,8 +44,8 @@ ORGAN_MM = 70.0
 LUNG_LEVEL_SHARE = 0.35
 #: In a heart-centred view, a thick mass whose ball reaches this close to the last slice is the
 #: liver cut by the scan range; the next mass at least this share as thick is the heart.
-BOTTOM_MM = 10.0
-NEARLY_AS_THICK = 0.6
+BOTTOM_MM = 5.0
+NEARLY_AS_THICK = 0.75
 #: Rays that meet no lung stop at this distance from the centre (typical heart half-size + fat).
 DEFAULT_REACH_MM = 62.0
 MAX_REACH_MM = 95.0
@@ -281,7 +281,7 @@ def heart_mass(soft: np.ndarray, centre: HeartCentre, spacing: tuple[float, floa
     if not core.any():
         return core
     grown = ndimage.distance_transform_edt(~core, sampling=spacing) <= radius + 0.5 * min(spacing)
-    mass = grown & soft
+    mass = taper_below(grown & soft, centre.zyx[0], spacing)
     others = [p for p in centre.others if mass[p]]
     if not others:
         return mass
@@ -301,3 +301,41 @@ def heart_mass(soft: np.ndarray, centre: HeartCentre, spacing: tuple[float, floa
     for dz in range(1, reach + 1):
         lung_above[:-dz] |= lungs[dz:]
     return mass & ~(other_side & (low | lung_above))
+
+
+#: Below the heart's centre the heart narrows towards its apex; a slice of the mass this much
+#: larger than the one above, this far below the centre, is the liver or the stomach joining it.
+TAPER_GROWTH = 1.08
+TAPER_FROM_MM = 15.0
+#: How far (mm) the heart's outline may step out from one slice to the next below its centre.
+TAPER_STEP_MM = 4.0
+
+
+def taper_below(mass: np.ndarray, z_centre: int, spacing: tuple[float, float, float]) -> np.ndarray:
+    """The mass below the heart's centre, followed slice by slice down to the apex and no further.
+
+    Why: the heart rests on the liver's dome (and the stomach) with no fat between them on many
+    scans, so soft tissue joins them broadly and the opening that finds the heart cannot cut
+    them apart. Below its centre the heart narrows towards the apex; the liver widens. Each
+    slice keeps only the mass within :data:`TAPER_STEP_MM` of the slice above; from the first
+    slice (at least :data:`TAPER_FROM_MM` below the centre) that is larger than the one above by
+    :data:`TAPER_GROWTH`, the rest below is left out.
+    """
+    out = mass.copy()
+    step = max(1, int(round(TAPER_STEP_MM / min(spacing[1:]))))
+    structure = ndimage.generate_binary_structure(2, 1)
+    previous = out[z_centre] if 0 <= z_centre < out.shape[0] else None
+    if previous is None or not previous.any():
+        return out
+    start = z_centre - int(round(TAPER_FROM_MM / spacing[0]))
+    for z in range(z_centre - 1, -1, -1):
+        here = out[z] & ndimage.binary_dilation(previous, structure=structure, iterations=step)
+        if z <= start and here.sum() > TAPER_GROWTH * previous.sum():
+            out[: z + 1] = False
+            break
+        out[z] = here
+        if not here.any():
+            out[:z] = False
+            break
+        previous = here
+    return out
