@@ -109,6 +109,23 @@ def test_zero_score_sr_without_seg(tmp_path: Path) -> None:
     assert errors == []
 
 
+def test_a_zero_with_low_confidence_says_so_in_the_sr(tmp_path: Path) -> None:
+    """A doubtful 0 is never a plain, confident 0: the verdict and each reason are coded evaluations."""
+    from cac_mhub.anatomy.confidence import assess
+
+    _, headers, volume, labels = make_case(tmp_path)
+    result = score(volume.hu, SPACING, np.zeros_like(labels), NAMES)
+    confidence = assess({"root_above_centre_mm": 120.0, "lung_level": 0.1, "heart_region_cm3": 900.0},
+                        increment_mm=5.0, unlabelled_agatston=40.0)
+    path = tmp_path / "doubtful.sr.dcm"
+    R.build_sr(headers, result, S.AlgorithmInfo(), confidence=confidence).save_as(path)
+    back = R.read_sr(pydicom.dcmread(path))
+    assert back["agatston"] == 0.0 and back["confidence"] == "low"
+    assert back["confidence_reasons"] == ["root_position", "under_diaphragm", "thick_slices", "unlabelled"]
+    errors, _ = dciodvfy(path)
+    assert errors == []
+
+
 def test_sr_from_a_plain_dict() -> None:
     data = {"agatston": 12.5, "volume_mm3": 10.0, "mass_mg": None, "lesion_count": 1, "risk_category": "low",
             "per_artery": {"RCA": {"agatston": 12.5, "volume_mm3": 10.0, "mass_mg": None, "lesions": 1}}}

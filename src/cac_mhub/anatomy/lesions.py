@@ -51,7 +51,7 @@ FEATURES = (
     "volume_mm3", "area_max_mm2", "slices", "peak_hu", "mean_hu", "agatston", "contrast_sd",
     "fat_share", "soft_share", "air_share", "dist_mass_mm", "dist_bone_mm", "dist_aorta_mm",
     "dist_lung_mm", "dist_region_edge_mm", "z_from_root_mm", "dist_root_mm", "z_from_centre_mm",
-    "elongation", "noise_hu", "increment_mm", "model_share",
+    "elongation", "noise_hu", "increment_mm", "model_share", "peak_for_size",
 )
 
 
@@ -306,6 +306,8 @@ def _describe(part: np.ndarray, where: tuple[slice, ...], box: tuple[slice, ...]
         "dist_region_edge_mm": zone.distance("region_edge", c),
         "z_from_root_mm": z_root, "dist_root_mm": d_root, "z_from_centre_mm": z_centre,
         "elongation": elongation, "noise_hu": float(noise), "increment_mm": float(spacing[0]),
+        # dense calcium is bright for its size; a large faint patch is partial volume of tissue
+        "peak_for_size": float((hu_values.max() - threshold) / np.sqrt(max(len(local) * np.prod(spacing), 1.0))),
         "model_share": model_share,
     }
     in_region = bool(zone.region[tuple(local.T)].mean() >= 0.5)

@@ -16,6 +16,9 @@ from ..chain import ChainError, Context, Instance, Module, Option, require_volum
 from ..types import ARTERIES
 
 DEFAULT_DETECTOR = "cac-candidates"
+#: A lesion no model labelled this close to bone (mm) is the bone's (an osteophyte, a rib's or the
+#: sternum's rim): coronary arteries run on the heart, a centimetre or more from any bone.
+NEAR_BONE_MM = 5.0
 
 
 class CalciumDetector(Module):
@@ -92,6 +95,9 @@ class CalciumDetector(Module):
                     continue
                 probability = self.detector.probability(lesion.features) if self.detector is not None else None
                 row = _row(lesion, probability, self.detector)
+                if lesion.features["dist_bone_mm"] < NEAR_BONE_MM:
+                    row["because"] = [f"within {NEAR_BONE_MM:g} mm of bone"]
+                    probability = None
                 if probability is None or probability < threshold:
                     unlabelled.append((lesion, row))
                     continue

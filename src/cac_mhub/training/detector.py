@@ -39,7 +39,7 @@ TEST = ("lungdx_a0001", "lidc_0295", "lidc_0028")
 EXCLUDED = {"itkelastix_thorax_00": [(66, 191, 288)]}
 FEATURES = ("volume_mm3", "area_max_mm2", "slices", "peak_hu", "mean_hu", "contrast_sd", "fat_share", "soft_share",
             "air_share", "dist_mass_mm", "dist_bone_mm", "dist_aorta_mm", "dist_lung_mm", "z_from_root_mm",
-            "dist_root_mm", "z_from_centre_mm", "elongation")
+            "dist_root_mm", "z_from_centre_mm", "elongation", "peak_for_size")
 LOG_FEATURES = ("volume_mm3", "area_max_mm2")
 THRESHOLD = 0.5
 NAME, VERSION = "cac-candidates", "1.0.0"
