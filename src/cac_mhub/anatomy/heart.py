@@ -46,6 +46,11 @@ LUNG_LEVEL_SHARE = 0.35
 #: liver cut by the scan range; the next mass at least this share as thick is the heart.
 BOTTOM_MM = 5.0
 NEARLY_AS_THICK = 0.75
+#: In a heart-centred view, a mass whose centre lies this far right of the spine is the liver's
+#: dome or the right atrium and the vena cava, not the ventricles (left of the spine, 20-60 mm).
+RIGHT_OF_SPINE_MM = 10.0
+#: ... and one this far left of it is the stomach or the spleen.
+LEFT_OF_SPINE_MM = 80.0
 #: Rays that meet no lung stop at this distance from the centre (typical heart half-size + fat).
 DEFAULT_REACH_MM = 62.0
 MAX_REACH_MM = 95.0
@@ -136,8 +141,9 @@ def find_centre(soft: np.ndarray, lungs: np.ndarray, body: np.ndarray,
         if spine_front is not None and not np.isnan(spine_front[z]) and y >= spine_front[z]:
             log.debug("  rejected: behind the spine front")
             continue
-        left = _lateral(lungs, inside, (z, y, x), spacing, side=1.0, scanned=scanned)
-        right = _lateral(lungs, inside, (z, y, x), spacing, side=-1.0, scanned=scanned)
+        tilts = (0.0, 30.0) if cut else (0.0,)
+        left = _lateral(lungs, inside, (z, y, x), spacing, side=1.0, scanned=scanned, tilts=tilts)
+        right = _lateral(lungs, inside, (z, y, x), spacing, side=-1.0, scanned=scanned, tilts=tilts)
         if not {left, right} <= {"lung", "edge"} or ("lung" not in (left, right) and not cut):
             log.debug("  rejected: lateral %s %s", left, right)
             continue
@@ -152,7 +158,7 @@ def find_centre(soft: np.ndarray, lungs: np.ndarray, body: np.ndarray,
         sides[(z, y, x)] = (left, right)
     if not accepted:
         return None, "no soft-tissue mass between the lungs: no heart in the field of view"
-    chosen = _heart_of(accepted, distance, lungs, spacing, cut)
+    chosen = _heart_of(accepted, distance, lungs, spacing, cut, spine_x)
     z, y, x = chosen
     others = [tuple(int(v) for v in p) for p in peaks
               if np.linalg.norm((p - chosen) * np.asarray(spacing)) >= 50.0
@@ -161,7 +167,8 @@ def find_centre(soft: np.ndarray, lungs: np.ndarray, body: np.ndarray,
 
 
 def _heart_of(accepted: list[tuple[int, int, int]], distance: np.ndarray, lungs: np.ndarray,
-              spacing: tuple[float, float, float], cut: bool) -> tuple[int, int, int]:
+              spacing: tuple[float, float, float], cut: bool, spine_x: np.ndarray | None = None
+              ) -> tuple[int, int, int]:
     """Of the thick masses that pass every test, the heart.
 
     Why: below the heart lie the liver, spleen and stomach, larger and thicker than the heart,
@@ -170,8 +177,14 @@ def _heart_of(accepted: list[tuple[int, int, int]], distance: np.ndarray, lungs:
     lies where the lungs are wide (the ventricles sit between the lower lobes), while under the
     domes of the diaphragm only the lungs' posterior recesses remain: the thickest mass at the
     lungs' level wins. In a heart-centred field of view the lungs are slivers and tell nothing,
-    but the liver is cut by the last slices and seldom thicker than the heart: of the masses
-    nearly as thick as the thickest, the highest wins. Candidates within :data:`ORGAN_MM` of each
+    but the ventricles lie left of the spine, the liver's dome (and the right atrium with the
+    venae cavae, thick in a coarse 8 mm scan) right of it, the stomach and the
+    spleen far left: where the spine is seen, masses outside :data:`RIGHT_OF_SPINE_MM` right to
+    :data:`LEFT_OF_SPINE_MM` left of it are set aside (unless none remains). Where it is not seen,
+    the liver is the mass cut by the last slices: of the masses nearly as thick as the thickest,
+    the first whose ball does not rest on the last slice wins (a scan planned tight under the
+    apex lets the heart's own ball touch it, so the spine, where seen, decides instead).
+    Candidates within :data:`ORGAN_MM` of each
     other are one organ, represented by its thickest point.
     """
     groups: list[list[tuple[int, int, int]]] = []
@@ -186,12 +199,26 @@ def _heart_of(accepted: list[tuple[int, int, int]], distance: np.ndarray, lungs:
         return groups[0][0]
     thickest = float(distance[groups[0][0]])
     if cut:
-        # the liver is cut by the last slices: its largest ball rests on the volume's bottom
-        def on_bottom(g: list[tuple[int, int, int]]) -> bool:
-            return g[0][0] * spacing[0] - float(distance[g[0]]) <= BOTTOM_MM
+        def side_mm(g: list[tuple[int, int, int]]) -> float | None:
+            z, _, x = g[0]
+            if spine_x is None or np.isnan(spine_x[z]):
+                return None
+            return float((x - spine_x[z]) * spacing[2])
 
-        above = [g for g in groups if not on_bottom(g) and distance[g[0]] >= NEARLY_AS_THICK * thickest]
-        return (above or groups)[0][0]
+        # the liver's dome, the venae cavae (right) and the stomach, the spleen (far left) go first
+        sides = {tuple(g[0]): side_mm(g) for g in groups}
+        plausible = [g for g in groups if sides[tuple(g[0])] is None
+                     or -RIGHT_OF_SPINE_MM <= sides[tuple(g[0])] <= LEFT_OF_SPINE_MM] or groups
+        thickest = float(distance[plausible[0][0]])
+
+        # where the spine does not tell, the liver is the mass whose ball rests on the last slice
+        def on_bottom(g: list[tuple[int, int, int]]) -> bool:
+            return sides[tuple(g[0])] is None and g[0][0] * spacing[0] - float(distance[g[0]]) <= BOTTOM_MM
+
+        log.debug("heart (cut view): organs %s", [(g[0], round(float(distance[g[0]]), 1), sides[tuple(g[0])])
+                                                  for g in groups])
+        above = [g for g in plausible if not on_bottom(g) and distance[g[0]] >= NEARLY_AS_THICK * thickest]
+        return (above or plausible)[0][0]
     area = lungs.sum(axis=(1, 2)).astype(float)
     level = {tuple(g[0]): area[g[0][0]] / max(area.max(), 1.0) for g in groups}
     at_lungs = [g for g in groups if level[tuple(g[0])] >= LUNG_LEVEL_SHARE] or groups
@@ -247,17 +274,21 @@ def _distance_near_lungs(soft: np.ndarray, lungs: np.ndarray, spacing: tuple[flo
 
 
 def _lateral(lungs: np.ndarray, body: np.ndarray, start: tuple[int, int, int], spacing: tuple[float, float, float],
-             side: float, scanned: np.ndarray | None = None) -> str:
+             side: float, scanned: np.ndarray | None = None, tilts: tuple[float, ...] = (0.0,)) -> str:
     """What rays towards the patient's left (side=+1) or right (-1) meet, in a +-60 degree fan.
 
     Wide, because the lungs wrap around the heart from behind: where the heart touches the
-    chest wall in front (the cardiac notch), the lung is found further back.
+    chest wall in front (the cardiac notch), the lung is found further back. ``tilts`` (degrees
+    towards the head) repeat the fan upwards: near the apex of a heart-centred scan the lungs
+    are thin crescents that a thick slice can blur away, and the lung is met higher up.
     """
     met = []
-    for angle in (-60.0, -30.0, 0.0, 30.0, 60.0):
-        a = np.radians(angle)
-        direction = np.array([0.0, np.sin(a), side * np.cos(a)])
-        met.append(_walk(lungs, body, start, direction, spacing, 160.0, scanned)[0])
+    for tilt in tilts:
+        t = np.radians(tilt)
+        for angle in (-60.0, -30.0, 0.0, 30.0, 60.0):
+            a = np.radians(angle)
+            direction = np.array([np.sin(t), np.cos(t) * np.sin(a), side * np.cos(t) * np.cos(a)])
+            met.append(_walk(lungs, body, start, direction, spacing, 160.0, scanned)[0])
     for what in ("lung", "edge"):
         if what in met:
             return what

@@ -7,6 +7,7 @@ Between the segmentation (any backend) and AgatstonCalculator. See :mod:`cac_mhu
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -14,6 +15,8 @@ import numpy as np
 
 from ..chain import ChainError, Context, Instance, Module, Option, require_volume
 from ..types import ARTERIES
+
+log = logging.getLogger("cac_mhub")
 
 DEFAULT_DETECTOR = "cac-candidates"
 #: A lesion no model labelled this close to bone (mm) is the bone's (an osteophyte, a rib's or the
@@ -40,6 +43,7 @@ class CalciumDetector(Module):
     }
 
     detector: Any = None
+    missing: str | None = None
 
     def setup(self, ctx: Context) -> None:
         name = self.settings["detector"]
@@ -51,6 +55,13 @@ class CalciumDetector(Module):
 
         folder = Path(name).expanduser() if Path(name).expanduser().is_dir() else models_root() / name
         path = folder / "detector.json"
+        if not path.is_file() and name == DEFAULT_DETECTOR:
+            # An install without the shipped model (a bare pip install) still scores what the
+            # segmentation labelled; the report says no detector ran.
+            self.missing = str(folder)
+            log.warning("CalciumDetector: no detector.json in %s: unlabelled candidates are listed, none scored",
+                            folder)
+            return
         if not path.is_file():
             raise ChainError(f"CalciumDetector: no detector.json in {folder} (set detector: off to score "
                              "model-labelled lesions only)")
@@ -133,7 +144,8 @@ class CalciumDetector(Module):
             "note": "Agatston inside the heart region, before the guard, as segmented and after completion and "
                     "the detector",
             "added_agatston": round(float(after - before), 3),
-            "detector": self.detector.describe() if self.detector is not None else {"name": "off"},
+            "detector": self.detector.describe() if self.detector is not None else
+            ({"name": "missing", "why": f"no detector.json in {self.missing}"} if self.missing else {"name": "off"}),
             "detected": detected,
             "unlabelled": [row for _, row in unlabelled],
             "unlabelled_agatston": round(sum(row["agatston"] for _, row in unlabelled), 3),
