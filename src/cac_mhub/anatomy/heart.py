@@ -51,6 +51,9 @@ NEARLY_AS_THICK = 0.75
 RIGHT_OF_SPINE_MM = 10.0
 #: ... and one this far left of it is the stomach or the spleen.
 LEFT_OF_SPINE_MM = 80.0
+#: Where the spine is not seen, the field's centre stands in for it: a heart-centred field is
+#: planned on the heart, so the ventricles lie near it and the liver and the venae cavae right of it.
+RIGHT_OF_FIELD_CENTRE_MM = 20.0
 #: Rays that meet no lung stop at this distance from the centre (typical heart half-size + fat).
 DEFAULT_REACH_MM = 62.0
 MAX_REACH_MM = 95.0
@@ -181,9 +184,9 @@ def _heart_of(accepted: list[tuple[int, int, int]], distance: np.ndarray, lungs:
     venae cavae, thick in a coarse 8 mm scan) right of it, the stomach and the
     spleen far left: where the spine is seen, masses outside :data:`RIGHT_OF_SPINE_MM` right to
     :data:`LEFT_OF_SPINE_MM` left of it are set aside (unless none remains). Where it is not seen,
-    the liver is the mass cut by the last slices: of the masses nearly as thick as the thickest,
-    the first whose ball does not rest on the last slice wins (a scan planned tight under the
-    apex lets the heart's own ball touch it, so the spine, where seen, decides instead).
+    the field's centre stands in for it (the field is planned on the heart), and a mass right of
+    it whose ball rests on the last slice is the liver. Of the masses left, the thickest wins, or
+    the first nearly as thick that is not the liver.
     Candidates within :data:`ORGAN_MM` of each
     other are one organ, represented by its thickest point.
     """
@@ -199,26 +202,33 @@ def _heart_of(accepted: list[tuple[int, int, int]], distance: np.ndarray, lungs:
         return groups[0][0]
     thickest = float(distance[groups[0][0]])
     if cut:
-        def side_mm(g: list[tuple[int, int, int]]) -> float | None:
+        centre_x = (distance.shape[2] - 1) / 2.0
+
+        def side_mm(g: list[tuple[int, int, int]]) -> tuple[float, bool]:
+            """Millimetres left of the spine (True) or, where it is not seen, of the field's centre."""
             z, _, x = g[0]
-            if spine_x is None or np.isnan(spine_x[z]):
-                return None
-            return float((x - spine_x[z]) * spacing[2])
+            if spine_x is not None and not np.isnan(spine_x[z]):
+                return float((x - spine_x[z]) * spacing[2]), True
+            return float((x - centre_x) * spacing[2]), False
+
+        def plausible(g: list[tuple[int, int, int]]) -> bool:
+            side, of_spine = side_mm(g)
+            return -RIGHT_OF_SPINE_MM <= side <= LEFT_OF_SPINE_MM if of_spine \
+                else -RIGHT_OF_FIELD_CENTRE_MM <= side <= LEFT_OF_SPINE_MM
 
         # the liver's dome, the venae cavae (right) and the stomach, the spleen (far left) go first
-        sides = {tuple(g[0]): side_mm(g) for g in groups}
-        plausible = [g for g in groups if sides[tuple(g[0])] is None
-                     or -RIGHT_OF_SPINE_MM <= sides[tuple(g[0])] <= LEFT_OF_SPINE_MM] or groups
-        thickest = float(distance[plausible[0][0]])
+        kept = [g for g in groups if plausible(g)] or groups
+        thickest = float(distance[kept[0][0]])
 
-        # where the spine does not tell, the liver is the mass whose ball rests on the last slice
-        def on_bottom(g: list[tuple[int, int, int]]) -> bool:
-            return sides[tuple(g[0])] is None and g[0][0] * spacing[0] - float(distance[g[0]]) <= BOTTOM_MM
+        # where the spine does not tell, the liver is a mass right of the field's centre whose
+        # ball rests on the last slice
+        def liver(g: list[tuple[int, int, int]]) -> bool:
+            side, of_spine = side_mm(g)
+            return not of_spine and side < 0 and g[0][0] * spacing[0] - float(distance[g[0]]) <= BOTTOM_MM
 
-        log.debug("heart (cut view): organs %s", [(g[0], round(float(distance[g[0]]), 1), sides[tuple(g[0])])
-                                                  for g in groups])
-        above = [g for g in plausible if not on_bottom(g) and distance[g[0]] >= NEARLY_AS_THICK * thickest]
-        return (above or plausible)[0][0]
+        log.debug("heart (cut view): organs %s", [(g[0], round(float(distance[g[0]]), 1), side_mm(g)) for g in groups])
+        above = [g for g in kept if not liver(g) and distance[g[0]] >= NEARLY_AS_THICK * thickest]
+        return (above or kept)[0][0]
     area = lungs.sum(axis=(1, 2)).astype(float)
     level = {tuple(g[0]): area[g[0][0]] / max(area.max(), 1.0) for g in groups}
     at_lungs = [g for g in groups if level[tuple(g[0])] >= LUNG_LEVEL_SHARE] or groups
