@@ -32,8 +32,10 @@ ROOT_ABOVE_MM = 10.0
 ABOVE_CENTRE_MM = 60.0
 #: Epicardial fat around the cardiac mass.
 FAT_MARGIN_MM = 10.0
-#: No coronary artery lies this close to an airway's lumen: its wall (calcified cartilage) is left out.
-AIRWAY_MARGIN_MM = 6.0
+#: No coronary artery lies this close to an airway's lumen: its wall (calcified cartilage) and the
+#: nodes on it are left out. 9 mm, not less: the coarse grid's lumen misses the partial-volume rim
+#: (a bronchial-wall calcification of ricord_chest_ge at the carina measures 8.4 mm from it).
+AIRWAY_MARGIN_MM = 9.0
 #: Skeleton and aorta grown by these margins before they are cut out of the region.
 BONE_MARGIN_MM = 2.0
 AORTA_MARGIN_MM = 3.0
@@ -121,14 +123,17 @@ def analyse(hu: np.ndarray, spacing_zyx: tuple[float, float, float]) -> Anatomy:
     mass = empty.copy()
     mass[box] = heart.heart_mass(soft[box] & ~aorta_mask[box], local, spacing, lungs[box])
     root = asc.z_range[0] if asc.discs else None
-    near = _grown_box(mass, spacing, FAT_MARGIN_MM + AIRWAY_MARGIN_MM + 4.0)
+    lowest = asc.discs[0] if asc.discs else None
+    root_disc = (lowest.z, lowest.y, lowest.x, lowest.radius_mm) if lowest else None
+    # airways are looked for wherever the region may reach: round the mass and the aortic root
+    # (whose zone can reach the carina, with the bronchial walls' and the nodes' calcium)
+    reach = mass | root_zone(grid.shape, spacing, root_disc) if root_disc else mass
+    near = _grown_box(reach, spacing, FAT_MARGIN_MM + AIRWAY_MARGIN_MM + 4.0)
     lung_hu = float(np.median(coarse[lungs])) if lungs.any() else -800.0
     airways = masks.air_lumens(hu, grid.factors, tuple(float(s) for s in spacing_zyx), near, grid.shape, outline,
                                lung_hu) if near is not None else empty
-    lowest = asc.discs[0] if asc.discs else None
     region = region_from_mass(mass, bone, body, lungs | _grown(airways, spacing, AIRWAY_MARGIN_MM), aorta_mask,
-                              spacing, centre.zyx[0], root, front, box, coarse > masks.BONE_HU,
-                              (lowest.z, lowest.y, lowest.x, lowest.radius_mm) if lowest else None)
+                              spacing, centre.zyx[0], root, front, box, coarse > masks.BONE_HU, root_disc)
     info = {
         "_aortic_root": (lowest.z, lowest.y, lowest.x, lowest.radius_mm) if lowest else None,
         "_root_z": root,
