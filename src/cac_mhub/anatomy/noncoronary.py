@@ -132,6 +132,8 @@ def find_sites(hu: np.ndarray, anatomy: Anatomy, threshold_hu: float = 130.0,
         if found is not None:
             codes[found[box] > 0] = SITES.index(site) + 1
     iz, iy, ix = (m[s] for m, s in zip(grid.index_maps(), box))
+    with_lung = np.nonzero(anatomy.lungs.any(axis=(1, 2)))[0]
+    lung_base = float(with_lung[0]) if len(with_lung) else 0.0
     for reason in ("aorta", "outside_heart", "bone"):
         found = result.excluded_maps.get(reason)
         if found is None:
@@ -160,6 +162,8 @@ def find_sites(hu: np.ndarray, anatomy: Anatomy, threshold_hu: float = 130.0,
             # bone: the aortic wall against the spine touches the grown skeleton. A candidate joined
             # to the skeleton is the skeleton itself, of which the aorta holds a tiny share.
             keep = on_aorta >= AORTA_SHARE
+        # below the lung bases the aorta is abdominal, whatever mask it touches: not thoracic calcium
+        keep &= np.bincount(comp, weights=iz[zz], minlength=count + 1) / size >= lung_base
         keep[0] = False
         code_of = np.array([SITES.index(AORTA_SITES[s]) + 1 for s in site_of], np.uint8)
         hit = keep[comp]
