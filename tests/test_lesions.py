@@ -185,5 +185,7 @@ def test_confidence_reasons() -> None:
     cut = assess({**good, "region_on_field_edge": 0.7, "heart_centred_field_of_view": True, "lung_level": 0.0},
                  increment_mm=3.0)
     assert [r["code"] for r in cut["reasons"]] == ["field_cuts_heart"]
+    weak = assess({**good, "heart_centred_field_of_view": True, "heart_weakly_wrapped": True}, increment_mm=3.0)
+    assert weak["verdict"] == "medium" and [r["code"] for r in weak["reasons"]] == ["weak_heart"]
     assert assess(None, increment_mm=3.0)["verdict"] == "high"  # re-scoring: the region is not judged
     assert all(len(r["code"]) <= 16 for r in missed["reasons"] + verdict["reasons"] + cut["reasons"])

@@ -139,6 +139,7 @@ def analyse(hu: np.ndarray, spacing_zyx: tuple[float, float, float]) -> Anatomy:
         "_root_z": root,
         "centre_zyx_mm": [round(c * s, 1) for c, s in zip(centre.zyx, spacing)],
         "centre_radius_mm": round(centre.radius_mm, 1),
+        **({"heart_weakly_wrapped": True} if centre.weak_shell else {}),
         "aortic_root_z_mm": round(root * spacing[0], 1) if root is not None else None,
         "descending_aorta_slices": len(desc.discs),
         "ascending_aorta_slices": len(asc.discs),

@@ -13,6 +13,8 @@ Checks, in report order:
 * ``under_diaphragm``: in a whole chest the ventricles sit between wide lungs; a centre
   where the lungs have shrunk to their bases is under the diaphragm (low).
 * ``region_size``: a region far smaller or larger than a heart (medium).
+* ``weak_heart``: a heart-centred view where no mass was wrapped in fat as a heart is; the
+  thickest that passed every other test was taken (medium).
 * ``field_cuts_heart``: the field of view's edge cuts the heart region in many slices (medium).
 * ``noisy``: blood-pool noise of a low-dose or sharp-kernel scan (medium; very noisy: low).
 * ``thick_slices``: 5 mm and thicker slices lose small lesions to partial volume (medium; 7 mm+: low).
@@ -88,6 +90,10 @@ def _region(heart: Mapping[str, Any]) -> list[Finding]:
         if beside is not None and beside > ROOT_BESIDE_MM:
             out.append(Finding("root_beside", "low",
                                f"the heart's centre lies {beside:.0f} mm beside the aortic root"))
+    if heart.get("heart_weakly_wrapped"):
+        out.append(Finding("weak_heart", "medium",
+                           "no soft-tissue mass in view is wrapped in fat as a heart is: the thickest that passed "
+                           "every other test was taken as the heart"))
     level = heart.get("lung_level")
     if level is not None and not heart.get("heart_centred_field_of_view") and level < LUNG_LEVEL_MIN:
         out.append(Finding("under_diaphragm", "low",

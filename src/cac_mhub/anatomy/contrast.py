@@ -41,8 +41,9 @@ def blood_pool_hu(anatomy: Anatomy) -> float | None:
 def enhanced_volume_cm3(anatomy: Anatomy) -> tuple[float, bool]:
     """Largest thick, connected 180-600 HU (6 mm smoothed) region; and whether lungs were in view.
 
-    Searched in front of the spine: in the heart region and the aorta when the heart was found,
-    else between the lungs, else (no lungs in view) everywhere. Thick means a ball of 10 mm
+    Searched in front of the spine: in the heart region and the aorta when the heart was found
+    (and well wrapped in fat: iodine makes the chambers bright, so a heart-centred view can take
+    another mass for the heart), else between the lungs, else (no lungs in view) everywhere. Thick means a ball of 10 mm
     radius fits in it somewhere: a contrast-filled chamber or aorta does, the sternum, ribs and
     costal cartilage (which look like enhanced blood after smoothing) do not.
     """
@@ -51,7 +52,7 @@ def enhanced_volume_cm3(anatomy: Anatomy) -> tuple[float, bool]:
     smooth = ndimage.uniform_filter(coarse, size=size)
     blood_like = (smooth > 180.0) & (smooth < 600.0) & anatomy.body
     between_lungs = anatomy.lungs.sum() * float(np.prod(spacing)) / 1000.0 >= 50.0
-    if anatomy.found:
+    if anatomy.found and not anatomy.info.get("heart_weakly_wrapped"):
         blood_like &= ndimage.binary_dilation(anatomy.region | anatomy.aorta, iterations=2)
     elif between_lungs:
         blood_like &= convex_hull_slices(anatomy.lungs) & ~anatomy.lungs
