@@ -12,7 +12,7 @@ import pytest
 from cac_mhub.anatomy.analysis import Anatomy
 from cac_mhub.anatomy.arteries import HeartFrame, artery_of, choose
 from cac_mhub.anatomy.confidence import assess
-from cac_mhub.anatomy.detector import Detector, load_detector
+from cac_mhub.anatomy.detector import Detector, load_detector, veto
 from cac_mhub.anatomy.grid import CoarseGrid
 from cac_mhub.anatomy.lesions import find_lesions
 from cac_mhub.scoring.agatston import score
@@ -189,3 +189,17 @@ def test_confidence_reasons() -> None:
     assert weak["verdict"] == "medium" and [r["code"] for r in weak["reasons"]] == ["weak_heart"]
     assert assess(None, increment_mm=3.0)["verdict"] == "high"  # re-scoring: the region is not judged
     assert all(len(r["code"]) <= 16 for r in missed["reasons"] + verdict["reasons"] + cut["reasons"])
+
+
+def test_the_veto_keeps_the_detector_inside_what_it_learnt() -> None:
+    plaque = {"dist_bone_mm": 20.0, "peak_hu": 600.0, "noise_hu": 15.0, "volume_mm3": 80.0}
+    assert veto(plaque, pixel_mm=0.7) is None
+    assert veto(plaque, pixel_mm=4.0).startswith("pixels of 4.0 mm")  # a 4 mm-pixel chest
+    assert veto({**plaque, "dist_bone_mm": 3.0}, pixel_mm=0.7) == "within 5 mm of bone"
+    # lidc_0306's apex at 87 HU of noise: 349 HU is noise; the same lesion on a quiet scan is not
+    assert "noise SDs" in veto({**plaque, "peak_hu": 349.0, "noise_hu": 87.0}, pixel_mm=0.7)
+    assert veto({**plaque, "peak_hu": 349.0}, pixel_mm=0.7) is None
+    # a broad band that stays faint (lungdx_a0001's 5 mm inferior wall): partial volume, not calcium
+    assert "too faint for its size" in veto({**plaque, "peak_hu": 215.0, "noise_hu": 10.0, "volume_mm3": 195.0},
+                                            pixel_mm=0.7)
+    assert veto({**plaque, "peak_hu": 215.0, "noise_hu": 10.0, "volume_mm3": 20.0}, pixel_mm=0.7) is None

@@ -14,14 +14,12 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..chain import ChainError, Context, Instance, Module, Option, require_volume
+from ..anatomy.detector import veto
 from ..types import ARTERIES
 
 log = logging.getLogger("cac_mhub")
 
 DEFAULT_DETECTOR = "cac-candidates"
-#: A lesion no model labelled this close to bone (mm) is the bone's (an osteophyte, a rib's or the
-#: sternum's rim): coronary arteries run on the heart, a centimetre or more from any bone.
-NEAR_BONE_MM = 5.0
 
 
 class CalciumDetector(Module):
@@ -94,6 +92,7 @@ class CalciumDetector(Module):
         arteries_known = all(a in value_of for a in ARTERIES)
         frame = heart_frame(anatomy, spacing) if arteries_known and opts["arteries"] != "model" else None
         new = found.labels
+        pixel_mm = max(spacing[1], spacing[2])
         threshold = self.detector.threshold if self.detector is not None and opts["min_probability"] is None \
             else (opts["min_probability"] if opts["min_probability"] is not None else float("inf"))
         detected, unlabelled, sources = [], [], {"model": 0, "position": 0, "none": 0}
@@ -106,8 +105,9 @@ class CalciumDetector(Module):
                     continue
                 probability = self.detector.probability(lesion.features) if self.detector is not None else None
                 row = _row(lesion, probability, self.detector)
-                if lesion.features["dist_bone_mm"] < NEAR_BONE_MM:
-                    row["because"] = [f"within {NEAR_BONE_MM:g} mm of bone"]
+                vetoed = veto(lesion.features, pixel_mm, opts["threshold_hu"])
+                if vetoed:
+                    row["because"] = [vetoed]
                     probability = None
                 if probability is None or probability < threshold:
                     unlabelled.append((lesion, row))
