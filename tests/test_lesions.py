@@ -196,6 +196,8 @@ def test_the_veto_keeps_the_detector_inside_what_it_learnt() -> None:
     assert veto(plaque, pixel_mm=0.7) is None
     assert veto(plaque, pixel_mm=4.0).startswith("pixels of 4.0 mm")  # a 4 mm-pixel chest
     assert veto({**plaque, "dist_bone_mm": 3.0}, pixel_mm=0.7) == "within 5 mm of bone"
+    assert "posterior mediastinum" in veto({**plaque, "front_of_spine_mm": 9.0}, pixel_mm=0.7)
+    assert veto({**plaque, "front_of_spine_mm": float("nan")}, pixel_mm=0.7) is None  # spine not seen
     # lidc_0306's apex at 87 HU of noise: 349 HU is noise; the same lesion on a quiet scan is not
     assert "noise SDs" in veto({**plaque, "peak_hu": 349.0, "noise_hu": 87.0}, pixel_mm=0.7)
     assert veto({**plaque, "peak_hu": 349.0}, pixel_mm=0.7) is None

@@ -36,6 +36,11 @@ LARGE_MIN_PEAK_HU = 250.0
 #: apex). On the detector's feature tables 4 SDs left out every such lesion of the held-out scans
 #: and kept 96.5 % of the transplanted Agatston (3 SDs: 97 %, with 45 Agatston of noise lesions).
 NOISE_SDS = 4.0
+#: Closer than this in front of the vertebral bodies lies the posterior mediastinum (descending
+#: aorta, oesophagus, azygos vein, nodes); the coronary arteries run in front of the left atrium
+#: and on the inferior wall, further forward (lidc_0306 cropped to 165 mm, descending aorta lost:
+#: a 29-Agatston lesion 9 mm in front of the spine).
+POSTERIOR_MEDIASTINUM_MM = 15.0
 #: The detector was fitted on 0.32-0.98 mm pixels; on far coarser pixels (a 4 mm-pixel chest)
 #: every measurement it relies on is out of its range.
 MAX_PIXEL_MM = 1.5
@@ -44,14 +49,18 @@ MAX_PIXEL_MM = 1.5
 def veto(features: Mapping[str, float], pixel_mm: float, threshold_hu: float = 130.0) -> str | None:
     """Why a lesion no model labelled may not be scored whatever the detector says, or None.
 
-    Checked before the detector, in this order: pixels too coarse, next to bone, lost in the
-    noise, large but faint. Each is a physical limit the transplanted training calcium never
-    crossed, so a linear model's extrapolation is not trusted beyond it.
+    Checked before the detector, in this order: pixels too coarse, next to bone, in the posterior
+    mediastinum, lost in the noise, large but faint. Each is a physical limit the transplanted
+    training calcium never crossed, so a linear model's extrapolation is not trusted beyond it.
     """
     if pixel_mm > MAX_PIXEL_MM:
         return f"pixels of {pixel_mm:.1f} mm: coarser than the detector knows ({MAX_PIXEL_MM:g} mm at most)"
     if features.get("dist_bone_mm", math.inf) < NEAR_BONE_MM:
         return f"within {NEAR_BONE_MM:g} mm of bone"
+    front = features.get("front_of_spine_mm", math.nan)
+    if front < POSTERIOR_MEDIASTINUM_MM:  # False for NaN: spine not seen
+        return (f"{front:.0f} mm in front of the spine: the posterior mediastinum (descending aorta, "
+                "oesophagus), not a coronary artery")
     peak, noise = features.get("peak_hu", math.inf), features.get("noise_hu", 0.0)
     if peak < threshold_hu + NOISE_SDS * noise:
         return f"peak {peak:.0f} HU is within {NOISE_SDS:g} noise SDs ({noise:.0f} HU) of the threshold"

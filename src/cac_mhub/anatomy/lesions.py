@@ -292,6 +292,9 @@ def _describe(part: np.ndarray, where: tuple[slice, ...], box: tuple[slice, ...]
     else:
         z_root, d_root = float("nan"), float("nan")
     z_centre = float(point_mm[0] - centre_mm[0]) if centre_mm else float("nan")
+    front = anatomy.spine_front[min(int(centroid[0]) // anatomy.grid.factors[0], len(anatomy.spine_front) - 1)]
+    front_of_spine = float((front * anatomy.grid.factors[1] - centroid[1]) * spacing[1]) if not np.isnan(front) \
+        else float("nan")
     features = {
         "volume_mm3": float(len(local) * np.prod(spacing)),
         "area_max_mm2": area_max,
@@ -309,6 +312,7 @@ def _describe(part: np.ndarray, where: tuple[slice, ...], box: tuple[slice, ...]
         # dense calcium is bright for its size; a large faint patch is partial volume of tissue
         "peak_for_size": float((hu_values.max() - threshold) / np.sqrt(max(len(local) * np.prod(spacing), 1.0))),
         "model_share": model_share,
+        "front_of_spine_mm": front_of_spine,
     }
     in_region = bool(zone.region[tuple(local.T)].mean() >= 0.5)
     return Lesion(voxels=full, centroid_zyx=tuple(float(v) for v in centroid),
