@@ -29,18 +29,6 @@ CHESTS = ("ricord_chest_ge", "lungdx_a0001", "lidc_0295", "lungdx_a0002", "itkel
           "lidc_0306")
 
 
-def held_share(reference, reference_region: np.ndarray, variant, variant_region: np.ndarray) -> float:
-    """Share of the reference region, inside the variant's field and height, that the variant's region holds."""
-    points = np.argwhere(reference_region[::2, ::4, ::4]) * [2, 4, 4]
-    world = np.array([reference.point_of(tuple(p)) for p in points])
-    index = np.round([variant.index_of(tuple(w)) for w in world]).astype(int)
-    shape = np.array(variant.hu.shape)
-    inside = np.all((index >= 0) & (index < shape), axis=1)
-    radius = (shape[1] - 1) / 2.0
-    inside &= (index[:, 1] - radius) ** 2 + (index[:, 2] - radius) ** 2 <= radius ** 2
-    return float(variant_region[tuple(index[inside].T)].mean()) if inside.any() else float("nan")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--per", type=int, default=6, help="crops per chest")
@@ -51,9 +39,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from cac_mhub.anatomy import analyse
     from cac_mhub.anatomy.confidence import assess
-    from cac_mhub.dicom.scan import SelectionRules, scan, select
-    from cac_mhub.dicom.volume import assemble
-    from cac_mhub.phantom.real_variants import Reconstruction, cardiac_field_of_view
+    from cac_mhub.phantom.real_variants import Reconstruction, cardiac_field_of_view, region_share_held
+    from cac_mhub.training.detector import load_real
 
     rng = np.random.default_rng(args.seed)
     shares, wrong, total = [], 0, 0
@@ -61,9 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.shared / name).is_dir():
             print(f"{name}: not in {args.shared}, left out")
             continue
-        volume, _ = assemble(select(scan(args.shared / name).series, SelectionRules(max_increment_mm=10.0))[0])
-        whole = Reconstruction(volume.hu, tuple(float(s) for s in volume.spacing_zyx),
-                               tuple(float(o) for o in volume.origin_lps))
+        whole = Reconstruction(*load_real(args.shared / name))
         anatomy = analyse(whole.hu, whole.spacing)
         if not anatomy.found:
             print(f"{name}: no heart in the whole chest ({anatomy.reason}), left out")
@@ -90,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{where}  NO HEART: {found.reason}", flush=True)
                 continue
             region = found.full("region")
-            share = held_share(whole, reference, crop, region)
+            share = region_share_held(whole, reference, crop, region)
             shares.append(share)
             region_mm = np.array(found.region_centre()) * np.array(crop.spacing)
             heart_mm = np.array(crop.index_of(tuple(centre))) * np.array(crop.spacing)

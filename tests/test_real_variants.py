@@ -23,9 +23,10 @@ from cac_mhub.anatomy import analyse
 from cac_mhub.anatomy.confidence import assess
 from cac_mhub.anatomy.detector import load_detector
 from cac_mhub.anatomy.lesions import find_lesions
-from cac_mhub.phantom.real_variants import Reconstruction, cardiac_field_of_view, resample_z
+from cac_mhub.phantom.real_variants import Reconstruction, cardiac_field_of_view, region_share_held, resample_z
 from cac_mhub.scoring.agatston import score
 from cac_mhub.scoring.reader import reader_mask
+from cac_mhub.training.detector import load_real
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "ct"
@@ -36,14 +37,9 @@ pytestmark = pytest.mark.realdata
 
 @lru_cache(maxsize=3)
 def real(name: str) -> tuple[Reconstruction, object]:
-    from cac_mhub.dicom.scan import SelectionRules, scan, select
-    from cac_mhub.dicom.volume import assemble
-
     if not (SHARED / name).is_dir():
         pytest.skip(f"{name} not in ../shared/data/ct")
-    volume, _ = assemble(select(scan(SHARED / name).series, SelectionRules(max_increment_mm=10.0))[0])
-    whole = Reconstruction(volume.hu, tuple(float(s) for s in volume.spacing_zyx),
-                           tuple(float(o) for o in volume.origin_lps))
+    whole = Reconstruction(*load_real(SHARED / name))
     return whole, analyse(whole.hu, whole.spacing)
 
 
@@ -53,19 +49,6 @@ def gated(whole: Reconstruction, anatomy, fov: float = 200.0) -> Reconstruction:
     bottom = whole.point_of((ndimage.find_objects(mass.astype(np.uint8))[0][0].start, 0, 0))[2]
     centre = whole.point_of(ndimage.center_of_mass(mass))
     return cardiac_field_of_view(whole, centre, fov, (bottom - 10.0, bottom + 140.0))
-
-
-def held(reference: Reconstruction, reference_region: np.ndarray, variant: Reconstruction,
-         variant_region: np.ndarray) -> float:
-    """Share of the reference region (inside the variant's field and height) that the variant's region holds."""
-    points = np.argwhere(reference_region[::2, ::4, ::4]) * [2, 4, 4]
-    world = np.array([reference.point_of(tuple(p)) for p in points])
-    index = np.round([variant.index_of(tuple(w)) for w in world]).astype(int)
-    shape = np.array(variant.hu.shape)
-    inside = np.all((index >= 0) & (index < shape), axis=1)
-    radius = (shape[1] - 1) / 2.0
-    inside &= (index[:, 1] - radius) ** 2 + (index[:, 2] - radius) ** 2 <= radius ** 2
-    return float(variant_region[tuple(index[inside].T)].mean())
 
 
 @pytest.mark.parametrize("name", ["ricord_chest_ge", "lidc_0028", "lungdx_a0001"])
@@ -82,7 +65,7 @@ def test_the_region_holds_the_heart_on_gated_and_5mm_reconstructions(name: str, 
         variant = resample_z(whole, 5.0)
     found = analyse(variant.hu, variant.spacing)
     assert found.found, found.reason
-    assert held(whole, anatomy.full("region"), variant, found.full("region")) >= 0.85
+    assert region_share_held(whole, anatomy.full("region"), variant, found.full("region")) >= 0.85
     summary = found.summary()
     assert summary["heart_centred_field_of_view"] == (kind == "gated")
     verdict = assess(summary, increment_mm=variant.spacing[0])
@@ -148,7 +131,7 @@ def test_heart_centred_crops_that_once_lost_the_heart(name: str, fov: float, shi
     found = analyse(variant.hu, variant.spacing)
     assert found.found, found.reason
     # the whole chest's region reaches higher over the root than a cropped one needs: 0.8, not 0.85
-    assert held(whole, anatomy.full("region"), variant, found.full("region")) >= 0.8
+    assert region_share_held(whole, anatomy.full("region"), variant, found.full("region")) >= 0.8
     region_mm = np.array(found.region_centre()) * np.array(variant.spacing)
     mass_mm = np.array(variant.index_of(centre)) * np.array(variant.spacing)
     assert np.linalg.norm(region_mm - mass_mm) < 40.0, (region_mm, mass_mm)

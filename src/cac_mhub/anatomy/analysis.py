@@ -135,7 +135,7 @@ def analyse(hu: np.ndarray, spacing_zyx: tuple[float, float, float]) -> Anatomy:
     region = region_from_mass(mass, bone, body, lungs | _grown(airways, spacing, AIRWAY_MARGIN_MM), aorta_mask,
                               spacing, centre.zyx[0], root, front, box, coarse > masks.BONE_HU, root_disc)
     info = {
-        "_aortic_root": (lowest.z, lowest.y, lowest.x, lowest.radius_mm) if lowest else None,
+        "_aortic_root": root_disc,
         "_root_z": root,
         "centre_zyx_mm": [round(c * s, 1) for c, s in zip(centre.zyx, spacing)],
         "centre_radius_mm": round(centre.radius_mm, 1),

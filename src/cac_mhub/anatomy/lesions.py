@@ -293,8 +293,8 @@ def _describe(part: np.ndarray, where: tuple[slice, ...], box: tuple[slice, ...]
         z_root, d_root = float("nan"), float("nan")
     z_centre = float(point_mm[0] - centre_mm[0]) if centre_mm else float("nan")
     front = anatomy.spine_front[min(int(centroid[0]) // anatomy.grid.factors[0], len(anatomy.spine_front) - 1)]
-    front_of_spine = float((front * anatomy.grid.factors[1] - centroid[1]) * spacing[1]) if not np.isnan(front) \
-        else float("nan")
+    front_y = anatomy.grid.to_full_index((0.0, float(front), 0.0))[1]
+    front_of_spine = float((front_y - centroid[1]) * spacing[1])  # NaN where the spine is not seen
     features = {
         "volume_mm3": float(len(local) * np.prod(spacing)),
         "area_max_mm2": area_max,

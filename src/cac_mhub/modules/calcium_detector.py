@@ -13,8 +13,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..chain import ChainError, Context, Instance, Module, Option, require_volume
 from ..anatomy.detector import veto
+from ..chain import ChainError, Context, Instance, Module, Option, require_volume
 from ..types import ARTERIES
 
 log = logging.getLogger("cac_mhub")
@@ -58,7 +58,7 @@ class CalciumDetector(Module):
             # segmentation labelled; the report says no detector ran.
             self.missing = str(folder)
             log.warning("CalciumDetector: no detector.json in %s: unlabelled candidates are listed, none scored",
-                            folder)
+                        folder)
             return
         if not path.is_file():
             raise ChainError(f"CalciumDetector: no detector.json in {folder} (set detector: off to score "
@@ -103,12 +103,12 @@ class CalciumDetector(Module):
             if not lesion.model_label:
                 if not lesion.in_region:
                     continue
-                probability = self.detector.probability(lesion.features) if self.detector is not None else None
-                row = _row(lesion, probability, self.detector)
                 vetoed = veto(lesion.features, pixel_mm, opts["threshold_hu"])
+                probability = self.detector.probability(lesion.features) \
+                    if self.detector is not None and not vetoed else None
+                row = _row(lesion, probability, self.detector)
                 if vetoed:
                     row["because"] = [vetoed]
-                    probability = None
                 if probability is None or probability < threshold:
                     unlabelled.append((lesion, row))
                     continue

@@ -50,6 +50,23 @@ def map_point(source: Reconstruction, target: Reconstruction, index_zyx: tuple[f
     return target.index_of(source.point_of(index_zyx))
 
 
+def region_share_held(reference: Reconstruction, reference_region: np.ndarray, variant: Reconstruction,
+                      variant_region: np.ndarray) -> float:
+    """Share of ``reference_region`` (inside the variant's field and height) that ``variant_region`` holds.
+
+    Why: a variant's heart region is judged against the whole chest's, checked by eye; every 2nd
+    slice and 4th row and column of the reference is followed into the variant (NaN if none lands
+    inside its reconstruction circle).
+    """
+    points = np.argwhere(reference_region[::2, ::4, ::4]) * [2, 4, 4]
+    index = np.round([variant.index_of(reference.point_of(tuple(p))) for p in points]).astype(int).reshape(-1, 3)
+    shape = np.array(variant.hu.shape)
+    inside = np.all((index >= 0) & (index < shape), axis=1)
+    radius = (shape[1] - 1) / 2.0
+    inside &= (index[:, 1] - radius) ** 2 + (index[:, 2] - radius) ** 2 <= radius ** 2
+    return float(variant_region[tuple(index[inside].T)].mean()) if inside.any() else float("nan")
+
+
 def resample_z(volume: Reconstruction, increment_mm: float, thickness_mm: float | None = None
                ) -> Reconstruction:
     """Thicker slices: each new slice averages the source over ``thickness_mm`` (default the increment).
